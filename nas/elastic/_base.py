@@ -1,0 +1,106 @@
+"""The elastic-module protocol: a layer that owns search dimensions and slices its weights."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from nas.space import Choice, Value
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A size computed from a dimension's value and the layer's input width.
+
+    Example:
+        >>> from functools import partial
+        >>> rule = Rule(Choice("expand", [2, 4]), times_input)
+        >>> rule.size(4, 16)
+        64
+
+    Args:
+        choice: the dimension whose value drives the size.
+        fn: ``fn(value, in_width) -> size``; a module-level function or partial (picklable).
+    """
+
+    choice: Choice
+    fn: Callable[[Value, int], int]
+
+    def size(self, value: Value, in_width: int) -> int:
+        """The size for `value` at input width `in_width`."""
+        return int(self.fn(value, in_width))
+
+
+def times_input(value: Value, in_width: int) -> int:
+    """Size rule: the value (a ratio) times the input width."""
+    return int(round(float(value) * in_width))
+
+
+def scaled(base: int, value: Value, in_width: int, divisor: int = 1) -> int:
+    """Size rule: `base` times the value (a multiplier), rounded to a multiple of `divisor`."""
+    size = max(divisor, int(round(base * float(value) / divisor)) * divisor)
+    return size
+
+
+Size = int | Choice | Rule | None
+
+
+class ElasticModule(nn.Module):
+    """A module that owns search dimensions and runs the sub-layer picked by the active config.
+
+    Subclasses declare their dimensions with `_own(spec)`; the supernet calls `_configure`
+    with each validated config. Leaves (`leaf = True`) hold their weights directly and
+    implement `_cost` and `to_dense`; containers (depth, op choice) hold sub-modules.
+    """
+
+    leaf: bool = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._choices: list[Choice] = []
+        self._values: dict[str, Value] = {}
+
+    def _own(self, spec: Size) -> None:
+        """Register the dimension behind a size spec, defaulting it to its largest value."""
+        choice = spec.choice if isinstance(spec, Rule) else spec
+        if isinstance(choice, Choice):
+            if choice.name not in {c.name for c in self._choices}:
+                self._choices.append(choice)
+            self._values[choice.name] = choice.values[-1]
+
+    def dimensions(self) -> list[Choice]:
+        """The dimensions this module owns."""
+        return list(self._choices)
+
+    def _configure(self, config: Mapping[str, Value]) -> None:
+        """Take this module's values from `config` (absent ones: largest)."""
+        for choice in self._choices:
+            self._values[choice.name] = config.get(choice.name, choice.values[-1])
+
+    def _resolve(self, spec: Size, maximum: int, in_width: int = 0) -> int:
+        """The active size of a spec given the input width."""
+        if spec is None or isinstance(spec, int):
+            return maximum
+        if isinstance(spec, Choice):
+            return self._values[spec.name]  # type: ignore[return-value]
+        return spec.size(self._values[spec.choice.name], in_width)
+
+    def _cost(self, inputs: tuple, output: Any) -> tuple[int, int, dict[str, Any]]:
+        """(params, per-sample MACs, graph attributes) of the active sub-layer for these inputs."""
+        raise NotImplementedError
+
+    def to_dense(self, inputs: tuple, densify: Callable[[nn.Module], nn.Module]) -> nn.Module:
+        """A plain module holding copies of the active slices (inputs: the traced inputs)."""
+        raise NotImplementedError
+
+
+def check_size(spec: Size, maximum: int, what: str) -> None:
+    """Reject a Choice whose values exceed the allocated maximum."""
+    if isinstance(spec, Choice):
+        if spec.kind is not int:
+            raise ValueError(f"{what}: Choice {spec.name!r} must have int values, got {list(spec.values)}")
+        if max(spec.values) > maximum or min(spec.values) < 1:
+            raise ValueError(f"{what}: Choice {spec.name!r} values {list(spec.values)} must lie in 1..{maximum}")

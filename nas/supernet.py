@@ -1,0 +1,279 @@
+"""The supernet: a module of elastic layers whose search space is derived from them."""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import torch
+from torch import nn
+
+from nas.elastic._base import ElasticModule
+from nas.elastic._containers import ElasticSequential, OpChoice
+from nas.space import Choice, Config, SearchSpace
+
+_CACHE_SIZE = 4096
+
+
+@dataclass
+class _Trace:
+    params: int
+    macs: int
+    graph: nx.DiGraph
+
+
+class Supernet(nn.Module):
+    """A network of elastic layers: every config of `space` is a subnet sharing its weights.
+
+    Families subclass it (see `search_spaces`); `nas.from_model` wraps a user's model.
+
+    Example:
+        >>> from nas.elastic import ElasticLinear
+        >>> net = Supernet(ElasticLinear(4, 8, out=Choice("width", [4, 8])), input_shape=(4,))
+        >>> with net.activate({"width": 4}):
+        ...     net(torch.zeros(1, 4)).shape
+        torch.Size([1, 4])
+
+    Args:
+        body: the module run by `forward`, built from elastic and plain layers.
+        input_shape: shape of one input sample (no batch dimension).
+        family: registry name of the family that built it (for rebuilding exports).
+        family_args: the keyword arguments the family was built with.
+    """
+
+    def __init__(self, body: nn.Module, input_shape: tuple[int, ...], family: str = "custom", family_args: Mapping[str, Any] | None = None):
+        super().__init__()
+        self.body = body
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.family = family
+        self.family_args = dict(family_args or {})
+        self._elastic = [m for m in body.modules() if isinstance(m, ElasticModule)]
+        self.space = SearchSpace(_derive_dimensions(body), graph=self._graph)
+        self._traces: OrderedDict[str, _Trace] = OrderedDict()
+        self._config: Config = self.space.largest()
+        self._configure(self._config)
+
+    # -- subnets -------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    @property
+    def config(self) -> Config:
+        """The config that `forward` runs now (the largest outside `activate`)."""
+        return dict(self._config)
+
+    def _configure(self, config: Config) -> None:
+        for module in self._elastic:
+            module._configure(config)
+        self._config = config
+
+    @contextmanager
+    def activate(self, config: Mapping[str, Any]) -> Iterator[Supernet]:
+        """Run `config`'s subnet inside the block; the previous subnet is restored on exit."""
+        config = self.space.validate(config)
+        previous = self._config
+        self._configure(config)
+        try:
+            yield self
+        finally:
+            self._configure(previous)
+
+    def sample(self, rng: np.random.Generator | int | None = None) -> Config:
+        """A random config of the space."""
+        return self.space.sample(rng)
+
+    def largest(self) -> Config:
+        """The largest config."""
+        return self.space.largest()
+
+    def smallest(self) -> Config:
+        """The smallest config."""
+        return self.space.smallest()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live."""
+        return next(self.parameters()).device
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        """A zero input batch of the right shape on the supernet's device."""
+        return torch.zeros(batch, *self.input_shape, device=self.device)
+
+    # -- analysis ------------------------------------------------------------------------
+    def cost(self, config: Mapping[str, Any]) -> dict[str, int]:
+        """Parameters and per-sample multiply-accumulates of `config`'s subnet."""
+        trace = self._trace(config)
+        return {"params": trace.params, "macs": trace.macs}
+
+    def _graph(self, config: Config) -> nx.DiGraph:
+        return self._trace(config).graph.copy()
+
+    def _trace(self, config: Mapping[str, Any]) -> _Trace:
+        config = self.space.validate(config)
+        key = self.space.key(config)
+        trace = self._traces.get(key)
+        if trace is None:
+            trace = _trace_run(self, config, {})
+        self._remember(key, trace)
+        return trace
+
+    def _remember(self, key: str, trace: _Trace) -> None:
+        self._traces[key] = trace
+        self._traces.move_to_end(key)
+        if len(self._traces) > _CACHE_SIZE:
+            self._traces.popitem(last=False)
+
+    # -- extraction ----------------------------------------------------------------------
+    def extract(self, config: Mapping[str, Any]) -> nn.Module:
+        """A dense standalone model holding copies of `config`'s slices (no elastic layer)."""
+        config = self.space.validate(config)
+        inputs: dict[int, tuple] = {}
+        self._remember(self.space.key(config), _trace_run(self, config, inputs))
+
+        def densify(module: nn.Module) -> nn.Module:
+            if isinstance(module, ElasticModule):
+                if module.leaf and id(module) not in inputs:
+                    raise RuntimeError(f"elastic layer {type(module).__name__} never ran under {config}; cannot size it")
+                return module.to_dense(inputs.get(id(module), ()), densify)
+            memo: dict[int, Any] = {}
+            _replace_elastic(module, densify, memo)
+            return copy.deepcopy(module, memo)
+
+        param = next(self.parameters())
+        with self.activate(config):
+            dense = densify(self.body).to(device=param.device, dtype=param.dtype)
+        return dense.train(self.training)
+
+
+def _replace_elastic(module: nn.Module, densify, memo: dict[int, Any]) -> None:
+    """Fill a deepcopy memo mapping each outermost elastic descendant to its dense version."""
+    for child in module.children():
+        if isinstance(child, ElasticModule):
+            memo[id(child)] = densify(child)
+        else:
+            _replace_elastic(child, densify, memo)
+
+
+def _derive_dimensions(body: nn.Module) -> list[Choice]:
+    """The space's dimensions from the elastic layers, with conditions from depth and op choices."""
+    found: dict[str, list] = {}
+
+    def record(choice: Choice, when: tuple | None) -> None:
+        entry = found.setdefault(choice.name, [choice, []])
+        if entry[0].values != choice.values:
+            raise ValueError(
+                f"dimension {choice.name!r} is declared with different values: "
+                f"{list(entry[0].values)} and {list(choice.values)}"
+            )
+        entry[1].append(when)
+
+    def walk(module: nn.Module, when: tuple | None) -> None:
+        if isinstance(module, ElasticModule):
+            for choice in module.dimensions():
+                record(choice, when)
+        if isinstance(module, ElasticSequential):
+            for i, block in enumerate(module.blocks):
+                walk(block, module.block_condition(i) or when)
+            return
+        if isinstance(module, OpChoice):
+            for name, op in module.ops.items():
+                walk(op, (module.choice.name, (name,)))
+            return
+        for child in module.children():
+            walk(child, when)
+
+    walk(body, None)
+    dims = []
+    for choice, whens in found.values():
+        parents = {w[0] if w else None for w in whens}
+        when = None
+        if len(parents) == 1 and None not in parents:
+            allowed = {v for w in whens for v in w[1]}
+            parent_values = found[next(iter(parents))][0].values
+            when = (next(iter(parents)), tuple(v for v in parent_values if v in allowed))
+        dims.append(Choice(choice.name, choice.values, when))
+    return dims
+
+
+def _trace_run(net: Supernet, config: Config, inputs: dict[int, tuple]) -> _Trace:
+    """Run `config` once on a 1-sample input, recording cost, the op graph and layer inputs."""
+    graph = nx.DiGraph()
+    graph.add_node(0, op="input", shape=list(net.input_shape))
+    state = {"last": 0, "params": 0, "macs": 0, "seen": set(), "starts": []}
+    inside_leaf: set[int] = set()
+    for module in net.body.modules():
+        if isinstance(module, ElasticModule) and module.leaf:
+            inside_leaf.update(id(m) for m in module.modules() if m is not module)
+
+    def add_node(attrs: dict) -> None:
+        node = graph.number_of_nodes()
+        graph.add_node(node, **attrs)
+        graph.add_edge(state["last"], node)
+        state["last"] = node
+
+    def pre_hook(module, args):
+        if getattr(module, "merges", False):
+            state["starts"].append(state["last"])
+
+    def hook(module, args, output):
+        if id(module) in inside_leaf:
+            return
+        first = id(module) not in state["seen"]
+        state["seen"].add(id(module))
+        if isinstance(module, ElasticModule):
+            if not module.leaf:
+                return
+            inputs[id(module)] = args
+            params, macs, attrs = module._cost(args, output)
+        else:
+            if getattr(module, "merges", False):
+                start = state["starts"].pop()
+                if isinstance(output, torch.Tensor) and output.shape == args[0].shape:
+                    add_node({"op": "add"})
+                    graph.add_edge(start, state["last"])
+                return
+            own = [p for p in module._parameters.values() if p is not None]
+            if next(module.children(), None) is not None and not own:
+                return
+            params = sum(p.numel() for p in own)
+            macs = _dense_macs(module, args, output)
+            attrs = {"op": type(module).__name__.lower()}
+            if isinstance(output, torch.Tensor):
+                attrs["out"] = list(output.shape[1:])
+        if first:
+            state["params"] += params
+        state["macs"] += macs
+        add_node(attrs)
+
+    handles = []
+    for module in net.body.modules():
+        handles.append(module.register_forward_pre_hook(pre_hook))
+        handles.append(module.register_forward_hook(hook))
+    modes = {m: m.training for m in net.modules()}
+    try:
+        net.eval()
+        with torch.no_grad(), net.activate(config):
+            net(net.example_input(1))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, mode in modes.items():
+            module.training = mode
+    add_node({"op": "output"})
+    return _Trace(int(state["params"]), int(state["macs"]), graph)
+
+
+def _dense_macs(module: nn.Module, args: tuple, output: Any) -> int:
+    """Per-sample MACs of a plain linear or conv layer (0 for other layers)."""
+    if isinstance(module, nn.Linear):
+        return output[0].numel() * module.in_features
+    if isinstance(module, nn.Conv2d):
+        k = module.kernel_size[0] * module.kernel_size[1]
+        return output[0].numel() * (module.in_channels // module.groups) * k
+    return 0
