@@ -63,6 +63,12 @@ class Supernet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
+    def _apply(self, fn, *args, **kwargs):
+        # Moving or casting replaces the weight tensors: drop cached views of the old ones.
+        for module in self._elastic:
+            module._views.clear()
+        return super()._apply(fn, *args, **kwargs)
+
     @property
     def config(self) -> Config:
         """The config that `forward` runs now (the largest outside `activate`)."""

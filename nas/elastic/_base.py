@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from nas.space import Choice, Value
@@ -62,6 +63,7 @@ class ElasticModule(nn.Module):
         super().__init__()
         self._choices: list[Choice] = []
         self._values: dict[str, Value] = {}
+        self._views: dict = {}  # inference-only cache of weight views for the active subnet
 
     def _own(self, spec: Size) -> None:
         """Register the dimension behind a size spec, defaulting it to its largest value."""
@@ -79,6 +81,20 @@ class ElasticModule(nn.Module):
         """Take this module's values from `config` (absent ones: largest)."""
         for choice in self._choices:
             self._values[choice.name] = config.get(choice.name, choice.values[-1])
+        self._views.clear()
+
+    def _cached(self, key: object, make: Callable[[], Any]) -> Any:
+        """`make()` (views of the weights), memoised per input size when autograd is off.
+
+        Only views are cached, never copies, so in-place weight updates stay visible;
+        `Supernet` clears the cache when the subnet changes or the weights move.
+        """
+        if torch.is_grad_enabled():
+            return make()
+        views = self._views.get(key)
+        if views is None:
+            views = self._views[key] = make()
+        return views
 
     def _resolve(self, spec: Size, maximum: int, in_width: int = 0) -> int:
         """The active size of a spec given the input width."""

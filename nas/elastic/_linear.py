@@ -43,10 +43,15 @@ class ElasticLinear(ElasticModule):
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         self._own(out)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        o, i = self._resolve(self.out, self.out_features, x.shape[-1]), x.shape[-1]
+    def _slices(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        o = self._resolve(self.out, self.out_features, i)
         weight = self.weight if (o == self.out_features and i == self.in_features) else self.weight[:o, :i]
         bias = self.bias if self.bias is None or o == self.out_features else self.bias[:o]
+        return weight, bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        i = x.shape[-1]
+        weight, bias = self._cached(i, lambda: self._slices(i))
         return F.linear(x, weight, bias)
 
     def _cost(self, inputs, output):
@@ -133,11 +138,15 @@ class ElasticLowRankLinear(ElasticModule):
         """The rank used now: the ordered-dropout cutoff if set, else the configured one."""
         return self.cutoff if self.cutoff is not None else self._resolve(self.rank, self.max_rank, in_width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        i = x.shape[-1]
+    def _slices(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         r, o = self.active_rank(i), self._resolve(self.out, self.out_features, i)
         bias = self.bias if self.bias is None or o == self.out_features else self.bias[:o]
-        return F.linear(F.linear(x, self.V[:r, :i]), self.U[:o, :r], bias)
+        return self.V[:r, :i], self.U[:o, :r], bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        i = x.shape[-1]
+        v, u, bias = self._cached((i, self.cutoff), lambda: self._slices(i))
+        return F.linear(F.linear(x, v), u, bias)
 
     def _sizes(self, inputs) -> tuple[int, int, int, bool]:
         i = inputs[0].shape[-1]

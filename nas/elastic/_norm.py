@@ -33,19 +33,14 @@ class ElasticBatchNorm2d(ElasticModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
-        full = c == self.num_features
         if self.training:
             self.num_batches_tracked.add_(1)
-        return F.batch_norm(
-            x,
-            self.running_mean if full else self.running_mean[:c],
-            self.running_var if full else self.running_var[:c],
-            self.weight if full else self.weight[:c],
-            self.bias if full else self.bias[:c],
-            self.training,
-            self.momentum,
-            self.eps,
-        )
+        mean, var, weight, bias = self._cached(c, lambda: self._slices(c))
+        return F.batch_norm(x, mean, var, weight, bias, self.training, self.momentum, self.eps)
+
+    def _slices(self, c: int) -> tuple[torch.Tensor, ...]:
+        tensors = (self.running_mean, self.running_var, self.weight, self.bias)
+        return tensors if c == self.num_features else tuple(t[:c] for t in tensors)
 
     def _cost(self, inputs, output):
         c = inputs[0].shape[1]
@@ -81,9 +76,8 @@ class ElasticLayerNorm(ElasticModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[-1]
-        if c == self.normalized_shape:
-            return F.layer_norm(x, (c,), self.weight, self.bias, self.eps)
-        return F.layer_norm(x, (c,), self.weight[:c], self.bias[:c], self.eps)
+        weight, bias = self._cached(c, lambda: (self.weight, self.bias) if c == self.normalized_shape else (self.weight[:c], self.bias[:c]))
+        return F.layer_norm(x, (c,), weight, bias, self.eps)
 
     def _cost(self, inputs, output):
         c = inputs[0].shape[-1]

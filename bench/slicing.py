@@ -1,0 +1,72 @@
+"""Slicing overhead: supernet forward under `activate` vs the extracted dense model.
+
+Prints, per family, the median over 20 configs of (sliced time / dense time) at batch 256
+on one CPU thread, both timed in the same run. `--check` exits 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+import search_spaces
+
+TARGETS = {"mlp": 1.05, "transformer": 1.05, "cnn": 1.15, "cell": None}
+
+
+def _time(fn, x: torch.Tensor, repeats: int) -> float:
+    """Best-of-`repeats` seconds of one call (best filters out noise from other processes)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(x)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def ratio(net, config, x: torch.Tensor, repeats: int) -> float:
+    """Sliced / dense forward time for one config, interleaving the two to share noise."""
+    dense = net.extract(config).eval()
+    with net.activate(config):
+        for _ in range(3):
+            net(x), dense(x)
+        sliced_t, dense_t = [], []
+        for _ in range(5):
+            sliced_t.append(_time(net, x, repeats))
+            dense_t.append(_time(dense, x, repeats))
+    return min(sliced_t) / min(dense_t)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--configs", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    missed = False
+    print(f"{'family':<12} {'median sliced/dense':>20} {'worst':>8} {'target':>8}")
+    with torch.no_grad():
+        for family, target in TARGETS.items():
+            net = search_spaces.get(family).eval()
+            x = torch.randn(args.batch, *net.input_shape)
+            configs = [net.largest(), net.smallest()] + [net.sample(rng) for _ in range(args.configs - 2)]
+            ratios = [ratio(net, c, x, args.repeats) for c in configs]
+            median = statistics.median(ratios)
+            ok = target is None or median <= target
+            missed |= not ok
+            shown = f"<= {target:.2f}" if target else "-"
+            print(f"{family:<12} {median:>20.3f} {max(ratios):>8.3f} {shown:>8} {'' if ok else 'MISSED'}")
+    return 1 if (args.check and missed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
