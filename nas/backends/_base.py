@@ -1,0 +1,75 @@
+"""The backend protocol: where evaluations run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from nas.evaluation import Evaluation
+from nas.space import Config
+
+_BACKENDS: dict[str, Callable[..., Backend]] = {}
+
+
+class Backend:
+    """Evaluates configs of a supernet; the same configs give the same results on every backend.
+
+    A failing config comes back as an `Evaluation` with status ``"failed"``, never as an
+    exception. Subclasses implement `evaluate` and, when they hold resources, `close`.
+    """
+
+    name = ""
+
+    def evaluate(self, configs: Sequence[Config]) -> list[Evaluation]:
+        """One `Evaluation` per config, in order."""
+        raise NotImplementedError
+
+    @property
+    def parallelism(self) -> int:
+        """How many configs it evaluates at once (the search asks for batches of this size or more)."""
+        return 1
+
+    def close(self) -> None:
+        """Release workers or clusters this backend started."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def register(name: str) -> Callable[[Callable[..., Backend]], Callable[..., Backend]]:
+    """Decorator registering a backend class under `name`."""
+
+    def add(cls: Callable[..., Backend]) -> Callable[..., Backend]:
+        _BACKENDS[name] = cls
+        return cls
+
+    return add
+
+
+def names() -> list[str]:
+    """Names of the registered backends."""
+    _load()
+    return sorted(_BACKENDS)
+
+
+def get(name: str, net: Any, data: Any = None, **kwargs: Any) -> Backend:
+    """A backend by name, evaluating `net`'s configs on `data`."""
+    _load()
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; the backends are: {', '.join(sorted(_BACKENDS))}")
+    return _BACKENDS[name](net, data, **kwargs)
+
+
+def _load() -> None:
+    import importlib
+    import pkgutil
+
+    import nas.backends
+
+    for info in pkgutil.iter_modules(nas.backends.__path__):
+        if not info.name.startswith("_") or info.name == "_base":
+            continue
+        importlib.import_module(f"nas.backends.{info.name}")

@@ -1,0 +1,99 @@
+"""The outcome of a search: every evaluation, the Pareto front and its hypervolume over time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nas.evaluation import Evaluation
+from nas.pareto import Objective, hypervolume, non_dominated_sort, objective_matrix, pareto_front, pick
+from nas.space import SearchSpace
+
+
+@dataclass
+class SearchResult:
+    """What `nas.search` returns.
+
+    Attributes:
+        evaluations: every `Evaluation`, failed ones included, in the order evaluated.
+        objectives: the objectives searched.
+        space: the search space.
+        reference: the hypervolume reference point, in the objectives' units.
+        hypervolume_history: ``(evaluations so far, hypervolume)`` after each batch.
+        run: the run directory, when the search had one.
+    """
+
+    evaluations: list[Evaluation]
+    objectives: list[Objective]
+    space: SearchSpace
+    reference: dict[str, float]
+    hypervolume_history: list[tuple[int, float]] = field(default_factory=list)
+    run: Path | None = None
+
+    @property
+    def front(self) -> list[Evaluation]:
+        """The Pareto-optimal evaluations, sorted by the first objective."""
+        return pareto_front(self.evaluations, self.objectives)
+
+    @property
+    def hypervolume(self) -> float:
+        """Hypervolume of the front against `reference`."""
+        return hypervolume(self.evaluations, self.reference, self.objectives) if self.front else 0.0
+
+    def pick(self, how: str = "knee") -> Evaluation:
+        """One evaluation of the front: ``"knee"``, ``"best:accuracy"`` or constraints like ``"params<=5000"``."""
+        return pick(self.evaluations, self.objectives, how)
+
+    def table(self, limit: int = 12) -> str:
+        """The front as a short text table."""
+        front = self.front
+        metrics = [o.name for o in self.objectives]
+        extra = [m for m in ("accuracy", "params", "macs", "latency_ms") if m not in metrics and front and m in front[0].metrics]
+        columns = metrics + extra
+        rows = [[_fmt(e.metrics.get(c)) for c in columns] for e in front[:limit]]
+        widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
+        lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows]
+        if len(front) > limit:
+            lines.append(f"... {len(front) - limit} more on the front")
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        """A few lines: counts, hypervolume, the front table and where the files are."""
+        failed = sum(not e.ok for e in self.evaluations)
+        head = f"{len(self.evaluations)} evaluations ({failed} failed), {len(self.front)} on the Pareto front, hypervolume {self.hypervolume:.4g}"
+        where = f"\nrun directory: {self.run}" if self.run else ""
+        return f"{head}\n{self.table()}{where}"
+
+
+def hypervolume_history(
+    evaluations: Sequence[Evaluation], objectives: Sequence[Objective], reference: dict[str, float], batches: Sequence[int]
+) -> list[tuple[int, float]]:
+    """Hypervolume of the front of the first n evaluations, for each n in `batches`."""
+    ok = [i for i, e in enumerate(evaluations) if e.ok]
+    if not ok:
+        return [(n, 0.0) for n in batches]
+    values = objective_matrix([evaluations[i] for i in ok], objectives)
+    ref = np.array([o.sign * reference[o.name] for o in objectives])
+    position = np.array(ok)
+    history, front = [], np.zeros((0, len(objectives)))
+    start = 0
+    for n in batches:
+        stop = int(np.searchsorted(position, n))
+        if stop > start:
+            front = np.vstack([front, values[start:stop]])
+            front = front[non_dominated_sort(front)[0]]
+            start = stop
+        history.append((n, hypervolume(front, ref) if len(front) else 0.0))
+    return history
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if float(value).is_integer() and abs(value) >= 1:
+        return f"{int(value):,}"
+    return f"{value:.4g}"
