@@ -46,7 +46,8 @@ class ElasticSequential(ElasticModule):
         return None if allowed == self.depth.values else (self.depth.name, allowed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks[: self.active_depth()]:
+        blocks = self.blocks._modules.values()
+        for block, _ in zip(blocks, range(self._resolve(self.depth, len(self.blocks)))):
             x = block(x)
         return x
 
