@@ -95,7 +95,7 @@ def search(
         raise TypeError(f"The 'searcher' parameter must be a searcher name or a Searcher, got {type(searcher).__name__}.")
 
     store = EvaluationStore(Path(run) / "evaluations.sqlite") if run is not None else None
-    evaluations: list[Evaluation] = store.load() if store else []
+    evaluations: list[Evaluation] = store.load() if store is not None else []
     if evaluations:
         searcher.tell(evaluations)
     batches = [len(evaluations)] if evaluations else []
@@ -110,7 +110,7 @@ def search(
             if not configs:
                 break  # the space is used up
             results = backend.evaluate(configs)
-            if store:
+            if store is not None:
                 store.append(results, [net.space.key(c) for c in configs])
             searcher.tell(results)
             evaluations.extend(results)
@@ -124,7 +124,7 @@ def search(
             bar.close()
         if owned:
             backend.close()
-        if store:
+        if store is not None:
             store.close()
 
     reference = tracker.reference_dict()
