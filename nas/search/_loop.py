@@ -17,6 +17,7 @@ from nas.pareto import Objective, non_dominated_sort, objective_matrix, parse_ob
 from nas.result import SearchResult, hypervolume_history
 from nas.search._base import Searcher
 from nas.search._base import get as get_searcher
+from nas.store import FILENAME as STORE
 from nas.store import EvaluationStore
 
 METRICS = ("accuracy", "loss", "params", "macs", "latency_ms")
@@ -94,14 +95,34 @@ def search(
     elif not isinstance(searcher, Searcher):
         raise TypeError(f"The 'searcher' parameter must be a searcher name or a Searcher, got {type(searcher).__name__}.")
 
-    store = EvaluationStore(Path(run) / "evaluations.sqlite") if run is not None else None
-    evaluations: list[Evaluation] = store.load() if store is not None else []
-    if evaluations:
-        searcher.tell(evaluations)
-    batches = [len(evaluations)] if evaluations else []
+    store = EvaluationStore(Path(run) / STORE) if run is not None else None
+    try:
+        evaluations, batches = store.load_batches() if store else ([], [])
+        names = [str(o) for o in objectives]
+        if store and evaluations:
+            stored = store.meta("objectives")
+            if stored is not None and stored != names:
+                raise ValueError(
+                    f"the run {run} was searched with objectives {stored}, not {names}; "
+                    "use a new run directory for other objectives"
+                )
+            if reference is None:
+                reference = _plain_reference(store.meta("reference"))
+        tracker = _FrontTracker(objectives, reference or _default_reference(net, objectives))
+        start = 0
+        for end in batches:  # batch by batch, as the uninterrupted search saw them
+            tracker.add(evaluations[start:end])
+            start = end
+        if evaluations:
+            searcher.tell(evaluations)
+    except BaseException:
+        if store:
+            store.close()
+        if owned:
+            backend.close()
+        raise
     step = batch_size or max(backend.parallelism, 8)
-    tracker = _FrontTracker(objectives, reference or _default_reference(net, objectives))
-    tracker.add(evaluations)
+    written = tracker.reference_dict() if evaluations else None
 
     bar = _progress(progress, budget, len(evaluations))
     try:
@@ -110,12 +131,15 @@ def search(
             if not configs:
                 break  # the space is used up
             results = backend.evaluate(configs)
-            if store is not None:
-                store.append(results, [net.space.key(c) for c in configs])
+            tracker.add(results)
+            if store:
+                facts = {"objectives": names} if not evaluations else {}
+                if tracker.reference_dict() != written:
+                    written = facts["reference"] = tracker.reference_dict()
+                store.append(results, [net.space.key(c) for c in configs], facts)
             searcher.tell(results)
             evaluations.extend(results)
             batches.append(len(evaluations))
-            tracker.add(results)
             if bar is not None:
                 bar.update(len(results))
                 bar.set_postfix(hv=f"{tracker.hypervolume():.4g}", front=len(tracker.front), refresh=False)
@@ -124,7 +148,7 @@ def search(
             bar.close()
         if owned:
             backend.close()
-        if store is not None:
+        if store:
             store.close()
 
     reference = tracker.reference_dict()
@@ -139,6 +163,13 @@ def search(
     if run is not None:
         _write_front(result)
     return result
+
+
+def _plain_reference(stored: dict[str, float | None] | None) -> dict[str, float | None] | None:
+    """A stored reference point, with unset entries (infinite) left to be decided."""
+    if not stored:
+        return None
+    return {k: (None if v is None or not math.isfinite(v) else float(v)) for k, v in stored.items()}
 
 
 def _cost_function(net: Any, backend: Backend | None):

@@ -1,0 +1,299 @@
+"""The `Searcher` protocol: ``ask(n) -> list[Config]`` and ``tell(evaluations)``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+
+from nas.evaluation import Evaluation
+from nas.pareto import MissingMetric, Objective, parse_objectives
+from nas.space import Config, SearchSpace
+
+CostFn = Callable[[Config], Mapping[str, float]]
+
+
+class Told(NamedTuple):
+    """A told evaluation with its config validated (plain values) and its `SearchSpace.key`."""
+
+    evaluation: Evaluation
+    config: Config
+    key: str
+
+
+class Searcher:
+    """Proposes configs to evaluate and learns from their evaluations.
+
+    A searcher's whole state is rebuilt from the evaluations it is told: to resume a run,
+    build a new searcher and `tell` it every stored evaluation (nothing is pickled). The
+    base class guarantees that no config is proposed twice: `ask` never returns a config
+    already told or still pending (asked, not yet told), and returns fewer configs than
+    asked (possibly none) once the space is used up.
+
+    A subclass implements `_ask(n)` (up to ``n`` configs; the base drops repeats and fills
+    the rest with random unseen configs) and optionally `_tell(told)` (a list of `Told`). It uses
+    `self.rng` (re-seeded at every `ask` from the seed and the number of evaluations told,
+    so a resumed run proposes what the uninterrupted one would have), `self.taken(key)`
+    and `self.objective_values(evaluations)`.
+
+    Example:
+        >>> from nas import Choice, Evaluation, SearchSpace
+        >>> from nas.search import RandomSearcher
+        >>> space = SearchSpace([Choice("width", [8, 16, 32])])
+        >>> searcher = RandomSearcher(space, ["accuracy:max"], seed=0)
+        >>> configs = searcher.ask(2)
+        >>> searcher.tell([Evaluation(c, {"accuracy": c["width"] / 32}) for c in configs])
+        >>> len(searcher.ask(5))  # only one config is left
+        1
+
+    Args:
+        space: the search space.
+        objectives: `Objective` objects or specs such as ``"accuracy:max"``, ``"params:min"``.
+        seed: seed of every random choice; equal seeds and evaluations give equal proposals.
+        cost: optional ``config -> {metric: value}`` giving analytic metrics (params, MACs,
+            table latency). Searchers compute these metrics with it and never predict them;
+            they also fill objectives missing from a told evaluation's metrics.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        objectives: Sequence[Objective | str | tuple[str, str]] | str,
+        *,
+        seed: int | None = None,
+        cost: CostFn | None = None,
+    ) -> None:
+        if not isinstance(space, SearchSpace):
+            raise TypeError(f"The 'space' parameter must be a SearchSpace, got {type(space).__name__}.")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ValueError(f"The 'seed' parameter must be None or an int >= 0, got {seed!r}.")
+        if cost is not None and not callable(cost):
+            raise TypeError(f"The 'cost' parameter must be None or a callable config -> dict, got {cost!r}.")
+        self.space = space
+        self.objectives: list[Objective] = parse_objectives(objectives)
+        self.seed = seed
+        self.cost = cost
+        self.evaluations: list[Evaluation] = []
+        self._rng: np.random.Generator | None = None
+        self._entropy = int(seed) if seed is not None else int(np.random.SeedSequence().entropy)
+        self._signs = np.array([o.sign for o in self.objectives])
+        self._told: set[str] = set()
+        self._pending: set[str] = set()
+        self._size = space.size()
+        self._cost_names: frozenset[str] | None = None
+
+    # -- the protocol --------------------------------------------------------------------
+    def ask(self, n: int = 1) -> list[Config]:
+        """Up to `n` new configs, none told or pending; fewer when the space runs out."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"The 'n' parameter of ask() must be an int >= 0, got {n!r}.")
+        n = min(int(n), self.remaining())
+        if n == 0:
+            return []
+        self._rng = None  # re-seeded on first use, from the seed and the history's length
+        out: list[Config] = []
+        keys: list[str] = []
+        seen: set[str] = set()
+        for config in self._ask(n)[:n]:
+            config = self.space.validate(config)
+            key = self.space.key(config)
+            if key in seen or self.taken(key):
+                continue
+            seen.add(key)
+            keys.append(key)
+            out.append(config)
+        if len(out) < n:
+            for config in self.random_unseen(n - len(out), exclude=seen):
+                key = self.space.key(config)
+                seen.add(key)
+                keys.append(key)
+                out.append(config)
+        self._pending |= seen
+        self._on_asked(out, keys)
+        return out
+
+    def tell(self, evaluations: Iterable[Evaluation]) -> None:
+        """Record finished evaluations (ok or failed), in order; they are never proposed again."""
+        new = []
+        for ev in evaluations:  # check them all before recording any
+            if not isinstance(ev, Evaluation):
+                raise TypeError(f"tell() takes Evaluation objects, got {type(ev).__name__}.")
+            config = self.space.validate(ev.config)
+            new.append(Told(ev, config, self.space.key(config)))
+        if not new:
+            return
+        for t in new:
+            self._pending.discard(t.key)
+            self._told.add(t.key)
+        self.evaluations.extend(t.evaluation for t in new)
+        self._tell(new)
+
+    # -- hooks for subclasses ------------------------------------------------------------
+    def _ask(self, n: int) -> list[Config]:
+        """Up to `n` proposals; repeats are dropped and the shortfall is filled at random."""
+        return []
+
+    def _tell(self, told: list[Told]) -> None:
+        """React to newly told evaluations (already appended to `self.evaluations`)."""
+
+    def _on_asked(self, configs: list[Config], keys: list[str]) -> None:
+        """Called with exactly the configs `ask` returns (after repeats were replaced) and their keys."""
+
+    # -- helpers -------------------------------------------------------------------------
+    @property
+    def rng(self) -> np.random.Generator:
+        """The random generator of the current `ask`, seeded by (seed, told, pending)."""
+        if self._rng is None:
+            self._rng = np.random.default_rng([self._entropy, len(self.evaluations), len(self._pending)])
+        return self._rng
+
+    def remaining(self) -> int:
+        """How many configs are neither told nor pending."""
+        return self._size - len(self._told) - len(self._pending)
+
+    def taken(self, key: str) -> bool:
+        """Whether the config with this `space.key` is told or pending."""
+        return key in self._told or key in self._pending
+
+    def metrics(self, evaluation: Evaluation) -> dict[str, float]:
+        """The evaluation's metrics, with objectives it lacks filled in by `cost`."""
+        metrics = evaluation.metrics
+        missing = [o.name for o in self.objectives if o.name not in metrics]
+        if missing and self.cost is not None:
+            metrics = {**self.cost(evaluation.config), **metrics}
+            missing = [m for m in missing if m not in metrics]
+        if missing:
+            raise MissingMetric(
+                f"The evaluation of {evaluation.config} has no metric {missing[0]!r} (it has "
+                f"{sorted(evaluation.metrics)}) and no 'cost' function gives it."
+            )
+        return metrics
+
+    def objective_values(self, evaluations: Sequence[Evaluation]) -> np.ndarray:
+        """The n x k minimisation matrix of the evaluations' objectives (max ones negated)."""
+        values = np.empty((len(evaluations), len(self.objectives)))
+        for i, ev in enumerate(evaluations):
+            metrics = self.metrics(ev)
+            values[i] = [metrics[o.name] for o in self.objectives]
+        return values * self._signs
+
+    def cost_names(self) -> frozenset[str]:
+        """The objectives that `cost` computes (so they are never predicted)."""
+        if self._cost_names is None:
+            if self.cost is None:
+                self._cost_names = frozenset()
+            else:
+                given = self.cost(self.space.smallest())
+                self._cost_names = frozenset(o.name for o in self.objectives if o.name in given)
+        return self._cost_names
+
+    def random_unseen(self, n: int, exclude: set[str] | None = None) -> list[Config]:
+        """Up to `n` distinct random configs that are not told, pending or in `exclude`."""
+        exclude = set() if exclude is None else exclude
+        out: list[Config] = []
+        keys: set[str] = set()
+
+        def fresh(config: Config) -> bool:
+            key = self.space.key(config)
+            if key in keys or key in exclude or self.taken(key):
+                return False
+            keys.add(key)
+            out.append(config)
+            return True
+
+        tries = 20 * n + 50
+        while len(out) < n and tries > 0:
+            tries -= 1
+            fresh(self.space.sample(self.rng))
+        if len(out) < n:  # nearly used up: walk the space in a random order instead
+            for config in _shuffled_walk(self.space, self.rng):
+                if fresh(config) and len(out) == n:
+                    break
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(objectives={[str(o) for o in self.objectives]}, "
+            f"told={len(self.evaluations)}, pending={len(self._pending)})"
+        )
+
+
+def _shuffled_walk(space: SearchSpace, rng: np.random.Generator) -> Iterator[Config]:
+    """Every config of the space once, in a random depth-first order (lazy)."""
+    dims = space.dimensions
+    config: Config = {}
+
+    def walk(i: int) -> Iterator[Config]:
+        if i == len(dims):
+            yield dict(config)
+            return
+        dim = dims[i]
+        if dim.when is not None and not (dim.when[0] in config and config[dim.when[0]] in dim.when[1]):
+            yield from walk(i + 1)
+            return
+        for j in rng.permutation(len(dim.values)):
+            config[dim.name] = dim.values[j]
+            yield from walk(i + 1)
+        del config[dim.name]
+
+    return walk(0)
+
+
+_REGISTRY: dict[str, type[Searcher]] = {}
+
+
+def register(name: str) -> Callable[[type[Searcher]], type[Searcher]]:
+    """Class decorator: make a `Searcher` subclass available as ``nas.search.get(name, ...)``."""
+
+    def decorate(cls: type[Searcher]) -> type[Searcher]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"searcher name {name!r} is already taken by {_REGISTRY[name].__name__}")
+        _REGISTRY[name] = cls
+        cls.name = name
+        return cls
+
+    return decorate
+
+
+def names() -> list[str]:
+    """The registered searcher names, sorted.
+
+    Example:
+        >>> import nas.search
+        >>> nas.search.names()
+        ['evolution', 'guided', 'optuna', 'random']
+    """
+    return sorted(_REGISTRY)
+
+
+def get(name: str, space: SearchSpace, objectives: Any, **kwargs: Any) -> Searcher:
+    """A new searcher by registered name.
+
+    Example:
+        >>> import nas.search
+        >>> from nas import Choice, SearchSpace
+        >>> space = SearchSpace([Choice("width", [8, 16, 32])])
+        >>> nas.search.get("evolution", space, ["accuracy:max"], population_size=8, seed=0)
+        EvolutionSearcher(objectives=['accuracy:max'], told=0, pending=0)
+
+    Args:
+        name: one of `names()`.
+        space: the search space.
+        objectives: objectives or their specs (``"accuracy:max"``).
+        **kwargs: the searcher's other constructor arguments (``seed``, ``cost``, ...).
+    """
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"unknown searcher {name!r}; known searchers: {', '.join(names())}")
+    cls = _REGISTRY[name]
+    params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "space", "objectives")]
+    unknown = [k for k in kwargs if k not in params]
+    if unknown:
+        raise TypeError(
+            f"searcher {name!r} ({cls.__name__}) has no parameter {unknown[0]!r}; "
+            f"its parameters are: {', '.join(params)}"
+        )
+    return cls(space, objectives, **kwargs)

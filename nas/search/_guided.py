@@ -1,0 +1,228 @@
+"""Predictor-guided multi-objective search (Neural Predictor, LINAS / DyNAS-T)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from nas.search._base import CostFn, Searcher, Told, register
+from nas.search._operators import best_spread, crossover, mutate, rank_and_crowding, select, tournament
+from nas.space import Config, SearchSpace
+
+
+@register("guided")
+class GuidedSearcher(Searcher):
+    """Predictor-guided search: fit predictors, search their predicted front, evaluate a spread of it.
+
+    The first `n_init` evaluations are random. Then, at every `ask`, one predictor per
+    objective that `cost` does not compute is (re)fitted on the ok evaluations told so far;
+    `cost` objectives are computed, never predicted. Candidates are all unseen configs when
+    the space has at most `enumerate_limit` of them, otherwise the unseen configs that an
+    NSGA-II run of `generations` x `population_size` on the predicted objectives visits
+    (started from the evaluated front). The proposals are the best predicted fronts,
+    thinned to a spread along the front (each objective's best, then farthest points), so
+    the batch covers the whole trade-off and not only its best corner. With a predictor
+    that has ``predict_std``, `explore` > 0 scores candidates optimistically
+    (mean + explore * std in the good direction).
+
+    Example:
+        >>> from nas import Choice, Evaluation, SearchSpace
+        >>> from nas.search import GuidedSearcher
+        >>> space = SearchSpace([Choice("width", [8, 16, 32, 64]), Choice("op", ["conv", "sep", "mb"])])
+        >>> params = lambda c: {"params": c["width"] * (1 + (c["op"] == "mb"))}
+        >>> searcher = GuidedSearcher(space, ["accuracy:max", "params:min"], n_init=4, cost=params, seed=0)
+        >>> for _ in range(2):
+        ...     configs = searcher.ask(4)
+        ...     searcher.tell([Evaluation(c, {"accuracy": c["width"] / 64, **params(c)}) for c in configs])
+        >>> len(searcher.evaluations)
+        8
+
+    Args:
+        space: the search space.
+        objectives: objectives or their specs (``"accuracy:max"``, ``"params:min"``).
+        predictor: a `predictors` name (``"gp"``, ``"forest"``, ...), ``"auto"`` (the
+            best cross-validated one, chosen again at every fit), or a `predictors.Predictor`
+            (cloned for each objective and fit).
+        predictor_kwargs: constructor arguments of a predictor given by name; for
+            ``"auto"``, the keyword arguments of ``predictors.auto`` (e.g. ``candidates``).
+        n_init: random evaluations before the first fit; default ``max(10, budget // 10)``.
+        budget: the expected number of evaluations (only sets the default `n_init`).
+        explore: weight of the predictive standard deviation in the score (0: the mean only).
+        enumerate_limit: spaces with at most this many configs are scored exhaustively.
+        population_size: population of the NSGA-II run on predictions (large spaces).
+        generations: generations of that run.
+        seed: seed of every random choice (and of predictors built by name).
+        cost: optional analytic metrics ``config -> dict``; objectives it gives are
+            computed for every candidate instead of predicted.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        objectives,
+        *,
+        predictor: Any = "gp",
+        predictor_kwargs: Mapping[str, Any] | None = None,
+        n_init: int | None = None,
+        budget: int | None = None,
+        explore: float = 0.5,
+        enumerate_limit: int = 20_000,
+        population_size: int = 100,
+        generations: int = 20,
+        seed: int | None = None,
+        cost: CostFn | None = None,
+    ) -> None:
+        super().__init__(space, objectives, seed=seed, cost=cost)
+        import predictors
+
+        for name, value, low in (("budget", budget, 1), ("n_init", n_init, 2)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise ValueError(f"The '{name}' parameter must be None or an int >= {low}, got {value!r}.")
+        for name, value, low in (
+            ("enumerate_limit", enumerate_limit, 0),
+            ("population_size", population_size, 2),
+            ("generations", generations, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"The '{name}' parameter must be an int >= {low}, got {value!r}.")
+        if not (isinstance(explore, (int, float)) and explore >= 0):
+            raise ValueError(f"The 'explore' parameter must be a number >= 0, got {explore!r}.")
+        self.predictor_kwargs = dict(predictor_kwargs or {})
+        if isinstance(predictor, predictors.Predictor):
+            if predictor.space is not space:
+                raise ValueError("The 'predictor' parameter was built on another search space than 'space'.")
+            if self.predictor_kwargs:
+                raise ValueError("The 'predictor_kwargs' parameter applies only to a predictor given by name.")
+        elif predictor == "auto":
+            pass
+        elif isinstance(predictor, str):
+            predictors.get(predictor, space, **self.predictor_kwargs)  # fail early on a bad name or kwargs
+        else:
+            raise ValueError(
+                f"The 'predictor' parameter must be 'auto', one of {predictors.names()} or a "
+                f"predictors.Predictor, got {predictor!r}."
+            )
+        self.predictor = predictor
+        self.budget = budget
+        self.n_init = n_init if n_init is not None else max(10, (budget or 0) // 10)
+        self.explore = float(explore)
+        self.enumerate_limit = enumerate_limit
+        self.population_size = population_size
+        self.generations = generations
+        self.models_: dict[str, Any] = {}
+        self._predictors = predictors
+        self._ok_configs: list[Config] = []
+        self._ok_values: list[np.ndarray] = []
+        self._fitted_on = -1
+        self._cost_cache: dict[str, dict[str, float]] = {}
+        self._all: tuple[list[Config], list[str]] | None = None
+
+    # -- learning ------------------------------------------------------------------------
+    def _tell(self, told: list[Told]) -> None:
+        ok = [t for t in told if t.evaluation.ok]
+        if ok:
+            self._ok_configs.extend(t.config for t in ok)
+            self._ok_values.extend(self.objective_values([t.evaluation for t in ok]))
+
+    def _fit(self) -> None:
+        """Refit the predictors when new ok evaluations arrived since the last fit."""
+        if self._fitted_on == len(self._ok_configs):
+            return
+        values = np.asarray(self._ok_values) * self._signs  # back to the metrics' own units
+        costed = self.cost_names()
+        for j, objective in enumerate(self.objectives):
+            if objective.name in costed:
+                continue
+            y = values[:, j]
+            if self.predictor == "auto":
+                kwargs = {"seed": self.seed or 0, **self.predictor_kwargs}
+                model = self._predictors.auto(self.space, self._ok_configs, y, **kwargs)
+            elif isinstance(self.predictor, str):
+                kwargs = {"seed": self.seed, **self.predictor_kwargs}
+                model = self._predictors.get(self.predictor, self.space, **kwargs).fit(self._ok_configs, y)
+            else:
+                model = self.predictor.clone().fit(self._ok_configs, y)
+            self.models_[objective.name] = model
+        self._fitted_on = len(self._ok_configs)
+
+    def score(self, configs: list[Config], keys: list[str] | None = None) -> np.ndarray:
+        """The n x k minimisation matrix of predicted (and computed `cost`) objectives."""
+        keys = keys if keys is not None else [self.space.key(c) for c in configs]
+        out = np.empty((len(configs), len(self.objectives)))
+        if not configs:
+            return out
+        costed = self.cost_names()
+        if costed:
+            rows = [self._cost_of(c, k) for c, k in zip(configs, keys)]
+        for j, objective in enumerate(self.objectives):
+            if objective.name in costed:
+                out[:, j] = objective.sign * np.array([r[objective.name] for r in rows], dtype=float)
+                continue
+            model = self.models_[objective.name]
+            out[:, j] = objective.sign * model.predict(configs)
+            if self.explore > 0 and getattr(model, "supports_std", False):
+                out[:, j] -= self.explore * model.predict_std(configs)
+        return out
+
+    def _cost_of(self, config: Config, key: str) -> dict[str, float]:
+        row = self._cost_cache.get(key)
+        if row is None:
+            row = self._cost_cache[key] = dict(self.cost(config))
+        return row
+
+    # -- proposing -----------------------------------------------------------------------
+    def _ask(self, n: int) -> list[Config]:
+        if len(self._ok_configs) < max(self.n_init, 2):
+            return self.random_unseen(n)
+        self._fit()
+        if self._size <= self.enumerate_limit:
+            configs, keys = self._unseen_configs()
+        else:
+            configs, keys = self._evolve_candidates()
+        if not configs:
+            return []
+        values = self.score(configs, keys)
+        return [configs[i] for i in best_spread(values, n)]
+
+    def _unseen_configs(self) -> tuple[list[Config], list[str]]:
+        if self._all is None:
+            configs = list(self.space.enumerate())
+            self._all = (configs, [self.space.key(c) for c in configs])
+        configs, keys = self._all
+        unseen = [i for i, k in enumerate(keys) if not self.taken(k)]
+        return [configs[i] for i in unseen], [keys[i] for i in unseen]
+
+    def _evolve_candidates(self) -> tuple[list[Config], list[str]]:
+        """Unseen configs visited by NSGA-II on the predicted objectives."""
+        rng, space, size = self.rng, self.space, self.population_size
+        told = np.asarray(self._ok_values)
+        parents = [self._ok_configs[i] for i in select(told, size)]
+        parents += self.random_unseen(size - len(parents))
+        parent_keys = [space.key(c) for c in parents]
+        pool: dict[str, Config] = {k: c for k, c in zip(parent_keys, parents) if not self.taken(k)}
+        parent_values = self.score(parents, parent_keys)
+        for _ in range(self.generations):
+            rank, crowd = rank_and_crowding(parent_values)
+            children: list[Config] = []
+            child_keys: list[str] = []
+            for _child in range(size):
+                for _attempt in range(5):
+                    a, b = tournament(rank, crowd, 2, rng)
+                    child = crossover(space, parents[a], parents[b], rng) if rng.random() < 0.9 else parents[a]
+                    child = mutate(space, child, rng)
+                    key = space.key(child)
+                    if key not in pool and not self.taken(key):
+                        pool[key] = child
+                        children.append(child)
+                        child_keys.append(key)
+                        break
+            if not children:
+                break
+            values = np.vstack([parent_values, self.score(children, child_keys)])
+            everyone = parents + children
+            keep = select(values, size)
+            parents, parent_values = [everyone[i] for i in keep], values[keep]
+        keys = list(pool)
+        return [pool[k] for k in keys], keys
