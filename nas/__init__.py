@@ -1,5 +1,6 @@
 """nas: neural architecture search over weight-entangled supernets."""
 
+from nas import search
 from nas.evaluation import Evaluation
 from nas.from_model import from_model
 from nas.pareto import Constraint, Objective, hypervolume, knee_point, pareto_front, pick
@@ -20,5 +21,6 @@ __all__ = [
     "knee_point",
     "pareto_front",
     "pick",
+    "search",
 ]
 __version__ = "0.1.0"

@@ -29,3 +29,20 @@ __all__ = [
     "names",
     "register",
 ]
+
+# `nas.search` is both this package (the searchers) and the search loop itself, so that
+# ``nas.search(net, ...)`` runs a search and ``nas.search.get("guided", ...)`` builds a searcher.
+import sys as _sys
+import types as _types
+
+from nas.search._loop import search as run
+
+
+class _CallableModule(_types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        return run(*args, **kwargs)
+
+
+_CallableModule.__call__.__doc__ = run.__doc__
+_sys.modules[__name__].__class__ = _CallableModule
+__all__.append("run")
