@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from typing import Any
 
+from nas.registry import Registry
 from nas.supernet import Supernet
 
-_FAMILIES: dict[str, Callable[..., Supernet]] = {}
+_FAMILIES: Registry[Supernet] = Registry("search space family", plural="search space families")
 _BUILTIN = ("mlp", "cnn", "transformer", "cell")
-
-
-def register(name: str) -> Callable[[Callable[..., Supernet]], Callable[..., Supernet]]:
-    """Decorator registering a supernet family (a class or factory) under `name`."""
-
-    def add(factory: Callable[..., Supernet]) -> Callable[..., Supernet]:
-        _FAMILIES[name] = factory
-        return factory
-
-    return add
+register = _FAMILIES.register
 
 
 def _load_builtins() -> None:
@@ -30,17 +21,14 @@ def _load_builtins() -> None:
 def names() -> list[str]:
     """Names of the registered families."""
     _load_builtins()
-    return sorted(_FAMILIES)
+    return _FAMILIES.names()
 
 
 def get(name: str, **kwargs: Any) -> Supernet:
     """A new supernet of family `name` built with `kwargs`."""
     _load_builtins()
-    if name not in _FAMILIES:
-        raise ValueError(f"unknown search space family {name!r}; the families are: {', '.join(sorted(_FAMILIES))}")
-    factory = _FAMILIES[name]
     try:
-        return factory(**kwargs)
+        return _FAMILIES.build(name, **kwargs)
     except TypeError as err:
         raise ValueError(f"bad arguments for family {name!r}: {err}") from None
 

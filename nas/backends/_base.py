@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from nas.evaluation import Evaluation
+from nas.registry import Registry
 from nas.space import Config
 
-_BACKENDS: dict[str, Callable[..., Backend]] = {}
 
 
 class Backend:
@@ -39,28 +39,20 @@ class Backend:
         self.close()
 
 
-def register(name: str) -> Callable[[Callable[..., Backend]], Callable[..., Backend]]:
-    """Decorator registering a backend class under `name`."""
-
-    def add(cls: Callable[..., Backend]) -> Callable[..., Backend]:
-        _BACKENDS[name] = cls
-        return cls
-
-    return add
+_BACKENDS: Registry[Backend] = Registry("backend", fixed=("net", "data"))
+register = _BACKENDS.register
 
 
 def names() -> list[str]:
     """Names of the registered backends."""
     _load()
-    return sorted(_BACKENDS)
+    return _BACKENDS.names()
 
 
 def get(name: str, net: Any, data: Any = None, **kwargs: Any) -> Backend:
     """A backend by name, evaluating `net`'s configs on `data`."""
     _load()
-    if name not in _BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; the backends are: {', '.join(sorted(_BACKENDS))}")
-    return _BACKENDS[name](net, data, **kwargs)
+    return _BACKENDS.build(name, net, data, **kwargs)
 
 
 def _load() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
@@ -10,6 +9,7 @@ import numpy as np
 
 from nas.evaluation import Evaluation
 from nas.pareto import MissingMetric, Objective, parse_objectives
+from nas.registry import Registry
 from nas.space import Config, SearchSpace
 
 CostFn = Callable[[Config], Mapping[str, float]]
@@ -243,20 +243,8 @@ def _shuffled_walk(space: SearchSpace, rng: np.random.Generator) -> Iterator[Con
     return walk(0)
 
 
-_REGISTRY: dict[str, type[Searcher]] = {}
-
-
-def register(name: str) -> Callable[[type[Searcher]], type[Searcher]]:
-    """Class decorator: make a `Searcher` subclass available as ``nas.search.get(name, ...)``."""
-
-    def decorate(cls: type[Searcher]) -> type[Searcher]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"searcher name {name!r} is already taken by {_REGISTRY[name].__name__}")
-        _REGISTRY[name] = cls
-        cls.name = name
-        return cls
-
-    return decorate
+_REGISTRY: Registry[Searcher] = Registry("searcher", fixed=("space", "objectives"))
+register = _REGISTRY.register
 
 
 def names() -> list[str]:
@@ -267,7 +255,7 @@ def names() -> list[str]:
         >>> nas.search.names()
         ['evolution', 'guided', 'optuna', 'random']
     """
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get(name: str, space: SearchSpace, objectives: Any, **kwargs: Any) -> Searcher:
@@ -286,14 +274,4 @@ def get(name: str, space: SearchSpace, objectives: Any, **kwargs: Any) -> Search
         objectives: objectives or their specs (``"accuracy:max"``).
         **kwargs: the searcher's other constructor arguments (``seed``, ``cost``, ...).
     """
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"unknown searcher {name!r}; known searchers: {', '.join(names())}")
-    cls = _REGISTRY[name]
-    params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "space", "objectives")]
-    unknown = [k for k in kwargs if k not in params]
-    if unknown:
-        raise TypeError(
-            f"searcher {name!r} ({cls.__name__}) has no parameter {unknown[0]!r}; "
-            f"its parameters are: {', '.join(params)}"
-        )
-    return cls(space, objectives, **kwargs)
+    return _REGISTRY.build(name, space, objectives, **kwargs)
