@@ -1,0 +1,149 @@
+"""Searchers against the true Pareto front of an enumerable space.
+
+Trains a digits `mlp` supernet (4,368 configs), evaluates every config once to get the true
+front, then runs each searcher at budgets 50/100/200 over 5 seeds on those stored
+evaluations. Prints the median fraction of the true front's hypervolume reached, and the
+best accuracy under a params budget as improvement over the average random architecture
+under that budget (points). Plain Optuna NSGA-II and TPE, in their own study loop at the
+same budget, are the outside baseline.
+
+    python bench/search.py [--check] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+import nas  # noqa: E402
+import search_spaces  # noqa: E402
+from nas.backends import Backend  # noqa: E402
+from nas.evaluate import evaluate  # noqa: E402
+from nas.pareto import hypervolume, parse_objectives  # noqa: E402
+from nas.training import train_supernet  # noqa: E402
+
+OBJECTIVES = parse_objectives(["accuracy:max", "params:min"])
+SEARCHERS = ["random", "evolution", "optuna", "guided"]
+
+
+class Lookup(Backend):
+    """Serves the stored evaluation of each config (evaluation cost ~0)."""
+
+    def __init__(self, net, table):
+        self.net, self.table = net, table
+
+    def evaluate(self, configs):
+        return [self.table[self.net.space.key(c)] for c in configs]
+
+
+def optuna_study(net, table, sampler: str, budget: int, seed: int) -> list:
+    """Optuna's own loop (repeats cost budget, as in Optuna) over the stored evaluations."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    samplers = {"nsga2": optuna.samplers.NSGAIISampler, "tpe": optuna.samplers.TPESampler}
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=samplers[sampler](seed=seed))
+    found = []
+
+    def objective(trial):
+        config = {}
+        for dim in net.space.dimensions:
+            if net.space.is_active(dim.name, config):
+                config[dim.name] = trial.suggest_categorical(dim.name, list(dim.values))
+        evaluation = table[net.space.key(config)]
+        found.append(evaluation)
+        return evaluation.metrics["accuracy"], evaluation.metrics["params"]
+
+    study.optimize(objective, n_trials=budget)
+    return found
+
+
+def best_under(evaluations, limit: float) -> float:
+    accs = [e.metrics["accuracy"] for e in evaluations if e.ok and e.metrics["params"] <= limit]
+    return max(accs) if accs else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--budgets", type=int, nargs="+", default=[50, 100, 200])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 epochs, 2 seeds, budgets 50 100")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs, args.seeds, args.budgets = 3, 2, [50, 100]
+
+    import torch
+
+    torch.set_num_threads(1)  # tiny models: one thread is as fast and immune to oversubscription
+    net = search_spaces.get("mlp")
+    start = time.perf_counter()
+    train_supernet(net, epochs=args.epochs, progress=False, seed=0)
+    trained = time.perf_counter() - start
+    configs = list(net.space.enumerate())
+    start = time.perf_counter()
+    table = {net.space.key(e.config): e for e in evaluate(net, configs)}
+    print(f"space: {len(configs)} configs; supernet trained in {trained:.0f} s; all evaluated in {time.perf_counter() - start:.0f} s")
+
+    everything = list(table.values())
+    accs = np.array([e.metrics["accuracy"] for e in everything])
+    params = np.array([e.metrics["params"] for e in everything])
+    reference = {"accuracy": float(accs.min()), "params": float(params.max())}
+    true_hv = hypervolume(everything, reference, OBJECTIVES)
+    limit = float(np.median(params))
+    random_mean = float(accs[params <= limit].mean())
+    print(f"true front: {len(nas.pareto_front(everything, OBJECTIVES))} configs, hypervolume {true_hv:.4g}; "
+          f"params budget {limit:,.0f}: average random architecture {random_mean:.4f}, best {accs[params <= limit].max():.4f}")
+
+    lookup = Lookup(net, table)
+    runs = {name: {} for name in SEARCHERS + ["optuna-nsga2 (own loop)", "optuna-tpe (own loop)"]}
+    for budget in args.budgets:
+        for seed in range(args.seeds):
+            for name in SEARCHERS:
+                result = nas.search(net, searcher=name, budget=budget, backend=lookup, seed=seed, progress=False,
+                                    reference=reference)
+                runs[name].setdefault(budget, []).append(result.evaluations)
+            for sampler in ("nsga2", "tpe"):
+                found = optuna_study(net, table, sampler, budget, seed)
+                runs[f"optuna-{sampler} (own loop)"].setdefault(budget, []).append(found)
+
+    def hv_fraction(name, budget):
+        return statistics.median(hypervolume(ev, reference, OBJECTIVES) / true_hv for ev in runs[name][budget])
+
+    def gain(name, budget):
+        return statistics.median(100 * (best_under(ev, limit) - random_mean) for ev in runs[name][budget])
+
+    header = f"{'searcher':<24}" + "".join(f"{'HV@' + str(b):>10}" for b in args.budgets) + "".join(
+        f"{'gain@' + str(b):>10}" for b in args.budgets)
+    print(f"\nmedian over {args.seeds} seeds; HV = fraction of the true front's hypervolume; "
+          f"gain = best accuracy with params <= {limit:,.0f} minus the random average, in points")
+    print(header)
+    for name in runs:
+        print(f"{name:<24}" + "".join(f"{hv_fraction(name, b):>10.4f}" for b in args.budgets)
+              + "".join(f"{gain(name, b):>10.2f}" for b in args.budgets))
+
+    misses = []
+    if 100 in args.budgets and hv_fraction("guided", 100) < 0.99:
+        misses.append(f"guided HV@100 {hv_fraction('guided', 100):.4f} < 0.99")
+    for b in args.budgets:
+        for name in SEARCHERS[1:]:
+            if hv_fraction(name, b) < hv_fraction("random", b):
+                misses.append(f"{name} below random at {b}")
+        for outside in ("optuna-nsga2 (own loop)", "optuna-tpe (own loop)"):
+            if hv_fraction("guided", b) <= hv_fraction(outside, b):
+                misses.append(f"guided does not beat {outside} at {b}")
+    print("\ntargets: guided HV@100 >= 0.99; every searcher >= random; guided > Optuna's own NSGA-II and TPE")
+    print("all met" if not misses else "missed: " + "; ".join(misses))
+    return 1 if (args.check and misses) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
