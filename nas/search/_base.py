@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
@@ -274,4 +276,6 @@ def get(name: str, space: SearchSpace, objectives: Any, **kwargs: Any) -> Search
         objectives: objectives or their specs (``"accuracy:max"``).
         **kwargs: the searcher's other constructor arguments (``seed``, ``cost``, ...).
     """
+    if "budget" in kwargs and "budget" not in inspect.signature(_REGISTRY.lookup(name)).parameters:
+        kwargs.pop("budget")  # only searchers that plan around the budget take it
     return _REGISTRY.build(name, space, objectives, **kwargs)

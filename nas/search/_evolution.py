@@ -36,7 +36,9 @@ class EvolutionSearcher(Searcher):
     Args:
         space: the search space.
         objectives: objectives or their specs (``"accuracy:max"``, ``"params:min"``).
-        population_size: configs per generation and survivors kept.
+        population_size: configs per generation and survivors kept; default: a fifth of
+            `budget` between 8 and 50 (50 without a budget), so small budgets still evolve.
+        budget: the expected number of evaluations (only sets the default population).
         crossover_prob: probability that a child is a crossover of two parents (else a
             copy of one) before mutation.
         mutation_rate: per-dimension mutation probability; ``None``: 1 / (active dimensions).
@@ -50,7 +52,8 @@ class EvolutionSearcher(Searcher):
         space: SearchSpace,
         objectives,
         *,
-        population_size: int = 50,
+        population_size: int | None = None,
+        budget: int | None = None,
         crossover_prob: float = 0.9,
         mutation_rate: float | None = None,
         max_retries: int = 20,
@@ -58,6 +61,10 @@ class EvolutionSearcher(Searcher):
         cost: CostFn | None = None,
     ) -> None:
         super().__init__(space, objectives, seed=seed, cost=cost)
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+            raise ValueError(f"The 'budget' parameter must be None or an int >= 1, got {budget!r}.")
+        if population_size is None:
+            population_size = min(50, max(8, budget // 5)) if budget else 50
         if isinstance(population_size, bool) or not isinstance(population_size, int) or population_size < 2:
             raise ValueError(f"The 'population_size' parameter must be an int >= 2, got {population_size!r}.")
         if not (isinstance(crossover_prob, (int, float)) and 0 <= crossover_prob <= 1):
@@ -67,6 +74,7 @@ class EvolutionSearcher(Searcher):
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"The 'max_retries' parameter must be an int >= 0, got {max_retries!r}.")
         self.population_size = population_size
+        self.budget = budget
         self.crossover_prob = crossover_prob
         self.mutation_rate = mutation_rate
         self.max_retries = max_retries
