@@ -1,14 +1,23 @@
-"""The evaluations database of a run: SQLite in WAL mode, one transaction per batch."""
+"""The evaluations database of a run: SQLite in WAL mode, one transaction per batch.
+
+A batch of evaluations and the run facts that go with it (the objectives, the hypervolume
+reference point) are written in one transaction, so a process killed at any moment, even
+with SIGKILL, leaves every committed batch whole and loses at most the batch in flight.
+Each config is stored once (its `SearchSpace.key` is unique).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from nas.evaluation import Evaluation
+
+FILENAME = "evaluations.sqlite"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -20,7 +29,11 @@ CREATE TABLE IF NOT EXISTS evaluations (
     error TEXT,
     seconds REAL NOT NULL,
     batch INTEGER NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 
@@ -30,41 +43,76 @@ class EvaluationStore:
     Example:
         >>> import tempfile, os
         >>> store = EvaluationStore(os.path.join(tempfile.mkdtemp(), "evaluations.sqlite"))
-        >>> store.append([Evaluation({"w": 8}, {"accuracy": 0.5})], keys=['[["w",8]]'])
-        >>> len(store.load())
-        1
+        >>> store.append([Evaluation({"w": 8}, {"accuracy": 0.5})], keys=['[["w",8]]'], meta={"seed": 0})
+        >>> len(store.load()), store.meta("seed")
+        (1, 0)
 
     Args:
-        path: the SQLite file (created with its folder when missing).
+        path: the SQLite file (created with its folder when missing, unless `create` is False).
+        create: False to open an existing database only (`FileNotFoundError` when it is
+            missing); nothing is created or written then.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, create: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not create and not self.path.is_file():
+            raise FileNotFoundError(f"no evaluations database at {self.path}")
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        if create:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+        # NORMAL: a commit is durable against a killed process (not against power loss)
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        self._has_meta = bool(self._db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone())
         self._batches = self._db.execute("SELECT COALESCE(MAX(batch), -1) + 1 FROM evaluations").fetchone()[0]
 
-    def append(self, evaluations: Sequence[Evaluation], keys: Sequence[str]) -> None:
-        """Store a batch atomically (all or nothing); configs already stored are kept as they were."""
+    def append(self, evaluations: Sequence[Evaluation], keys: Sequence[str], meta: Mapping[str, Any] | None = None) -> None:
+        """Store a batch, and `meta` facts, atomically (all or nothing); stored configs are kept as they were."""
         rows = [
             (key, json.dumps(e.config), json.dumps(e.metrics), e.status, e.error, float(e.seconds), self._batches)
             for e, key in zip(evaluations, keys, strict=True)
         ]
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
+        facts = [(k, json.dumps(v)) for k, v in (meta or {}).items()]
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
             self._db.executemany(
                 "INSERT OR IGNORE INTO evaluations (key, config, metrics, status, error, seconds, batch) VALUES (?,?,?,?,?,?,?)",
                 rows,
             )
+            if facts:
+                self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", facts)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
         self._batches += 1
 
     def load(self) -> list[Evaluation]:
         """Every stored evaluation, in the order stored."""
-        rows = self._db.execute("SELECT config, metrics, status, error, seconds FROM evaluations ORDER BY id").fetchall()
-        return [Evaluation(json.loads(c), json.loads(m), s, e, t) for c, m, s, e, t in rows]
+        return self.load_batches()[0]
+
+    def load_batches(self) -> tuple[list[Evaluation], list[int]]:
+        """Every stored evaluation in order, and the number stored after each batch."""
+        rows = self._db.execute("SELECT config, metrics, status, error, seconds, batch FROM evaluations ORDER BY id").fetchall()
+        evaluations, ends = [], []
+        for i, (c, m, s, e, t, b) in enumerate(rows):
+            evaluations.append(Evaluation(json.loads(c), json.loads(m), s, e, t))
+            if i + 1 == len(rows) or rows[i + 1][5] != b:
+                ends.append(i + 1)
+        return evaluations, ends
+
+    def keys(self) -> list[str]:
+        """The stored configs' keys, in the order stored."""
+        return [k for (k,) in self._db.execute("SELECT key FROM evaluations ORDER BY id")]
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        """A stored run fact (see `append`), or `default`."""
+        if not self._has_meta:
+            return default
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
@@ -72,3 +120,9 @@ class EvaluationStore:
     def close(self) -> None:
         """Close the database."""
         self._db.close()
+
+    def __enter__(self) -> EvaluationStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

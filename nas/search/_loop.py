@@ -14,7 +14,7 @@ from nas.backends import Backend
 from nas.backends import get as get_backend
 from nas.evaluation import Evaluation
 from nas.pareto import Objective, non_dominated_sort, objective_matrix, parse_objectives, hypervolume
-from nas.result import SearchResult, hypervolume_history
+from nas.result import SearchResult
 from nas.search._base import Searcher
 from nas.search._base import get as get_searcher
 from nas.store import FILENAME as STORE
@@ -91,15 +91,15 @@ def search(
         backend = get_backend(backend, net, data, **kwargs)
     cost = _cost_function(net, backend if latency == "table" else None)
     if isinstance(searcher, str):
-        searcher = get_searcher(searcher, net.space, objectives, seed=seed, cost=cost, **(searcher_kwargs or {}))
+        searcher = get_searcher(searcher, net.space, objectives, **{"seed": seed, "cost": cost, "budget": budget, **(searcher_kwargs or {})})
     elif not isinstance(searcher, Searcher):
         raise TypeError(f"The 'searcher' parameter must be a searcher name or a Searcher, got {type(searcher).__name__}.")
 
     store = EvaluationStore(Path(run) / STORE) if run is not None else None
     try:
-        evaluations, batches = store.load_batches() if store else ([], [])
+        evaluations, batches = store.load_batches() if store is not None else ([], [])
         names = [str(o) for o in objectives]
-        if store and evaluations:
+        if store is not None and evaluations:
             stored = store.meta("objectives")
             if stored is not None and stored != names:
                 raise ValueError(
@@ -109,14 +109,16 @@ def search(
             if reference is None:
                 reference = _plain_reference(store.meta("reference"))
         tracker = _FrontTracker(objectives, reference or _default_reference(net, objectives))
+        history: list[tuple[int, float]] = []
         start = 0
         for end in batches:  # batch by batch, as the uninterrupted search saw them
             tracker.add(evaluations[start:end])
+            history.append((end, tracker.hypervolume()))
             start = end
         if evaluations:
             searcher.tell(evaluations)
     except BaseException:
-        if store:
+        if store is not None:
             store.close()
         if owned:
             backend.close()
@@ -132,23 +134,23 @@ def search(
                 break  # the space is used up
             results = backend.evaluate(configs)
             tracker.add(results)
-            if store:
+            if store is not None:
                 facts = {"objectives": names} if not evaluations else {}
                 if tracker.reference_dict() != written:
                     written = facts["reference"] = tracker.reference_dict()
                 store.append(results, [net.space.key(c) for c in configs], facts)
             searcher.tell(results)
             evaluations.extend(results)
-            batches.append(len(evaluations))
+            history.append((len(evaluations), tracker.hypervolume()))
             if bar is not None:
                 bar.update(len(results))
-                bar.set_postfix(hv=f"{tracker.hypervolume():.4g}", front=len(tracker.front), refresh=False)
+                bar.set_postfix(hv=f"{history[-1][1]:.4g}", front=len(tracker.front), refresh=False)
     finally:
         if bar is not None:
             bar.close()
         if owned:
             backend.close()
-        if store:
+        if store is not None:
             store.close()
 
     reference = tracker.reference_dict()
@@ -157,7 +159,7 @@ def search(
         objectives=objectives,
         space=net.space,
         reference=reference,
-        hypervolume_history=hypervolume_history(evaluations, objectives, reference, batches),
+        hypervolume_history=history,
         run=Path(run) if run is not None else None,
     )
     if run is not None:

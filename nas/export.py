@@ -1,0 +1,349 @@
+"""Export a subnet as a standalone dense model: state dict + arch JSON, TorchScript, ONNX.
+
+`export` extracts the picked subnet from the trained supernet (BatchNorm statistics
+recalibrated exactly as evaluation does), writes it in the asked formats and checks it:
+its validation accuracy equals the stored evaluation's, the TorchScript and ONNX models
+give the PyTorch model's outputs (ONNX through onnxruntime, to 1e-4), and `load_model`
+rebuilds it from ``model.pt`` + ``arch.json`` with no supernet. onnx, onnxruntime and
+TorchScript are imported only here, and only when their format is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nas.evaluation import Evaluation
+
+FORMATS = ("pt", "torchscript", "onnx")
+FILES = {"pt": "model.pt", "torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
+ARCH = "arch.json"
+OPSET = 17  # LayerNormalization is native from 17; onnxruntime has supported it for years
+ONNX_TOLERANCE = 1e-4
+TORCHSCRIPT_TOLERANCE = 1e-5
+
+
+class ExportError(RuntimeError):
+    """An exported model that fails a check (accuracy, TorchScript or ONNX outputs)."""
+
+
+@dataclass
+class Exported:
+    """What `export` wrote.
+
+    Attributes:
+        path: the output directory.
+        config: the exported subnet's config.
+        metrics: its stored (or freshly evaluated) metrics.
+        files: format -> file (``arch`` -> ``arch.json``).
+        checks: what was verified, with the measured numbers.
+    """
+
+    path: Path
+    config: dict[str, Any]
+    metrics: dict[str, float]
+    files: dict[str, Path] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_formats(formats: str | Sequence[str]) -> list[str]:
+    """Formats from ``"pt,onnx"`` or a list; raises ValueError naming the allowed ones."""
+    if isinstance(formats, str):
+        formats = [f.strip() for f in formats.split(",") if f.strip()]
+    formats = list(dict.fromkeys(formats))
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ValueError(f"unknown export format {bad[0] if bad else ''!r}; the formats are: {', '.join(FORMATS)}")
+    return formats
+
+
+def export(
+    source: Any,
+    pick: str | Mapping[str, Any] | Evaluation = "knee",
+    out: str | os.PathLike | None = None,
+    formats: str | Sequence[str] = FORMATS,
+    *,
+    data: Any = None,
+    check: bool = True,
+    opset: int = OPSET,
+) -> Exported:
+    """Write one subnet as a dense model and check it against the supernet.
+
+    Example:
+        >>> import search_spaces
+        >>> net = search_spaces.get("mlp", depths=(1,), widths=(16,), ranks=(4,))
+        >>> import tempfile
+        >>> done = export(net, net.largest(), Path(tempfile.mkdtemp()) / "m", formats="pt")
+        >>> sorted(done.files), load_model(done.path)(torch.zeros(2, 64)).shape
+        (['arch', 'pt'], torch.Size([2, 10]))
+
+    Args:
+        source: a run (a `nas.runs.Run` or its directory) or a trained `Supernet`.
+        pick: with a run, ``"knee"``, ``"best:accuracy"``, constraints such as
+            ``"latency_ms<=2"`` (see `nas.pick`), or a config; with a supernet, a config
+            (or an `Evaluation`).
+        out: output directory (default: ``<run>/export/<pick>``; required for a supernet).
+        formats: any of ``"pt"`` (state dict + arch JSON, read by `load_model`),
+            ``"torchscript"``, ``"onnx"``, as a list or ``"pt,onnx"``. ``arch.json`` is always written.
+        data: the data for the accuracy check (default: the run's, or the family's digits).
+        check: verify accuracy against the stored evaluation (or a fresh `nas.evaluate` of
+            the config), TorchScript and ONNX outputs, and the `load_model` round trip;
+            raises `ExportError` on a mismatch.
+        opset: ONNX opset version.
+    """
+    from nas.runs import Run, RunError, load_run
+
+    formats = parse_formats(formats)
+    run = None
+    if isinstance(source, (str, os.PathLike)):
+        source = load_run(source)
+    if isinstance(source, Run):
+        run = source
+        net = run.net
+    elif hasattr(source, "extract") and hasattr(source, "space"):
+        net = source
+    else:
+        raise TypeError(f"export() takes a run, a run directory or a Supernet, got {type(source).__name__}")
+
+    # the config and the metrics it was stored with
+    how = None
+    stored: Evaluation | None = None
+    if isinstance(pick, Evaluation):
+        config = pick.config
+        stored = pick
+    elif isinstance(pick, str):
+        if run is None:
+            raise RunError(f"pick={pick!r} chooses from a run's evaluations; with a supernet, pass a config")
+        how = pick
+        stored = run.pick(pick)
+        config = stored.config
+    elif isinstance(pick, Mapping):
+        config = dict(pick)
+    else:
+        raise TypeError(f"The 'pick' parameter must be a pick string, a config dict or an Evaluation, got {type(pick).__name__}.")
+    config = net.space.validate(config)
+    if run is not None and stored is None:
+        key = net.space.key(config)
+        stored = next((e for e in run.evaluations if e.ok and net.space.key(e.config) == key), None)
+
+    if out is None:
+        if run is None:
+            raise ValueError("The 'out' parameter is required when exporting from a supernet.")
+        out = run.run / "export" / _slug(how or "config")
+    out = Path(out)
+
+    settings = _evaluation_settings(run)
+    if data is None:
+        data = run.data() if run is not None else None
+    from nas.data import resolve
+
+    data = resolve(net, data)
+    dense = extract_calibrated(net, config, data, **settings)
+
+    checks: dict[str, Any] = {}
+    metrics = dict(stored.metrics) if stored is not None else {}
+    if check:
+        if stored is None:  # nothing stored: compare with what evaluation says now
+            from nas.evaluate import evaluate
+
+            fresh = evaluate(net, [config], data, metrics=("accuracy", "loss", "params", "macs") if data.classification else ("loss", "params", "macs"), **settings)[0]
+            if not fresh.ok:
+                raise ExportError(f"the config cannot be evaluated: {fresh.error}")
+            metrics = {**fresh.metrics, **metrics}
+        checks["accuracy"] = _check_accuracy(dense, data, metrics, settings["batch_size"])
+
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    example = net.example_input(2).to(next(dense.parameters()).device)
+    with torch.no_grad():
+        example.normal_(generator=torch.Generator(device=example.device).manual_seed(0))
+    if "pt" in formats:
+        files["pt"] = _atomic(out / FILES["pt"], lambda p: torch.save(dense.state_dict(), p))
+    if "torchscript" in formats:
+        files["torchscript"] = _atomic(out / FILES["torchscript"], lambda p: _save_torchscript(dense, example, p))
+    if "onnx" in formats:
+        files["onnx"] = _atomic(out / FILES["onnx"], lambda p: _save_onnx(dense, example, p, opset))
+        checks["onnx_opset"] = opset
+
+    arch = {
+        "format": 1,
+        "family": net.family,
+        "family_args": getattr(net, "family_args", {}),
+        "input_shape": list(net.input_shape),
+        "data_kind": getattr(net, "data_kind", None),
+        "config": config,
+        "key": net.space.key(config),
+        "metrics": metrics,
+        "pick": how,
+        "run": str(run.run) if run is not None else None,
+        "objectives": [str(o) for o in run.objectives] if run is not None else None,
+        "files": {k: v.name for k, v in files.items()},
+        "torch": torch.__version__,
+    }
+    files["arch"] = out / ARCH
+    if check:
+        inputs = data.val_batches(settings["batch_size"], example.device)[0][0]
+        if "pt" in formats:
+            _write_json(out / ARCH, {**arch, "checks": checks})
+            checks["load_model_max_abs_diff"] = _max_diff(dense, load_model(out).to(example.device), inputs, "load_model", 0.0)
+        if "torchscript" in formats:
+            scripted = _load_torchscript(files["torchscript"], example.device)
+            checks["torchscript_max_abs_diff"] = _max_diff(dense, scripted, inputs, "TorchScript", TORCHSCRIPT_TOLERANCE)
+        if "onnx" in formats:
+            checks["onnx_max_abs_diff"] = _check_onnx(dense, files["onnx"], inputs)
+    _write_json(out / ARCH, {**arch, "checks": checks})
+    return Exported(out, config, metrics, files, checks)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """The dense model exported to `path`, rebuilt from ``arch.json`` + ``model.pt`` with no trained supernet.
+
+    The family's skeleton is built from its arguments (with throw-away weights), the
+    config's dense model extracted from it, and the exported state dict loaded into it.
+    A model of a custom family (`nas.from_model`) is loaded from its TorchScript file.
+
+    Example:
+        >>> load_model("no/such/export")
+        Traceback (most recent call last):
+        ...
+        nas.runs.RunError: no exported model at no/such/export: it has no arch.json
+    """
+    from nas.runs import RunError
+
+    path = Path(path)
+    if not (path / ARCH).is_file():
+        raise RunError(f"no exported model at {path}: it has no {ARCH}")
+    arch = json.loads((path / ARCH).read_text())
+    if arch["family"] == "custom":
+        if (path / FILES["torchscript"]).is_file():
+            return _load_torchscript(path / FILES["torchscript"], device).eval()
+        raise RunError(f"{path} holds a custom-family model: export it with format 'torchscript' to load it without its supernet")
+    if not (path / FILES["pt"]).is_file():
+        raise RunError(f"{path} has no {FILES['pt']}: export it with format 'pt'")
+    import search_spaces
+
+    with torch.random.fork_rng(devices=[]):  # skeleton weights are overwritten: leave the caller's RNG alone
+        skeleton = search_spaces.get(arch["family"], **arch["family_args"])
+        model = skeleton.extract(arch["config"])
+    model.load_state_dict(torch.load(path / FILES["pt"], map_location="cpu", weights_only=True))
+    return model.to(device).eval()
+
+
+def extract_calibrated(net: Any, config: Mapping[str, Any], data: Any, *, batch_size: int = 256, calibration_batches: int = 4, seed: int = 0) -> nn.Module:
+    """`net.extract(config)` with BatchNorm statistics recalibrated as `nas.evaluate` does; in eval mode.
+
+    The supernet's own statistics and modes are restored afterwards.
+    """
+    from nas.evaluate import _preserved, norm_layers, recalibrate
+
+    norms = norm_layers(net)
+    with _preserved(net):
+        with net.activate(config):
+            if norms and calibration_batches:
+                recalibrate(net, data.calibration_inputs(calibration_batches, batch_size, seed, net.device), norms)
+            dense = net.extract(config)
+    return dense.eval()
+
+
+def _evaluation_settings(run: Any) -> dict[str, Any]:
+    if run is None:
+        return {"batch_size": 256, "calibration_batches": 4}
+    return {"batch_size": run.spec["evaluate.batch_size"], "calibration_batches": run.spec["evaluate.calibration_batches"]}
+
+
+def _check_accuracy(dense: nn.Module, data: Any, metrics: Mapping[str, float], batch_size: int) -> dict[str, float]:
+    from nas.evaluate import default_loss, score
+
+    device = next(dense.parameters()).device
+    scores = score(dense, data.val_batches(batch_size, device), default_loss(data, None), data.classification)
+    name = "accuracy" if "accuracy" in scores and "accuracy" in metrics else "loss"
+    if name not in metrics:
+        return {f"exported_{k}": v for k, v in scores.items()}
+    stored, now = float(metrics[name]), float(scores[name])
+    # accuracy is a count over the same samples: equal; the loss may differ in the last float bits
+    same = now == stored if name == "accuracy" else math.isclose(now, stored, rel_tol=1e-4, abs_tol=1e-6)
+    if not same:
+        raise ExportError(f"the exported model's validation {name} is {now:.6g}, the stored evaluation's {stored:.6g}")
+    return {"metric": name, "stored": stored, "exported": now}
+
+
+def _max_diff(reference: nn.Module, other: Any, inputs: torch.Tensor, what: str, tolerance: float) -> float:
+    with torch.no_grad():
+        diff = float((reference(inputs) - other(inputs)).abs().max())
+    if not diff <= tolerance:
+        raise ExportError(f"the {what} model's outputs differ from PyTorch's by {diff:.3g} (tolerance {tolerance:g})")
+    return diff
+
+
+def _save_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export, and still the portable format
+        traced = torch.jit.trace(model, example)
+        torch.jit.save(traced, str(path))
+
+
+def _load_torchscript(path: Path, device: Any) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.load(str(path), map_location=device)
+
+
+def _save_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+    # The TorchScript-based exporter works offline with no extra package (the dynamo one needs onnxscript).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (example,), str(path), dynamo=False, opset_version=opset,
+            input_names=["input"], output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+        )
+
+
+def _check_onnx(model: nn.Module, path: Path, inputs: torch.Tensor) -> float:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ExportError("checking the ONNX model needs onnxruntime: pip install 'nas[export]' (or pass check=False)") from None
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for batch in (inputs, inputs[:1]):  # two batch sizes: the batch axis is dynamic
+        got = torch.from_numpy(session.run(None, {"input": batch.detach().cpu().numpy()})[0])
+        with torch.no_grad():
+            want = model(batch).cpu()
+        worst = max(worst, float((got - want).abs().max()))
+    if not worst <= ONNX_TOLERANCE:
+        raise ExportError(f"the ONNX model's outputs differ from PyTorch's by {worst:.3g} (tolerance {ONNX_TOLERANCE:g})")
+    return worst
+
+
+def _atomic(path: Path, write) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    _atomic(path, lambda p: p.write_text(json.dumps(payload, indent=2)))
+
+
+def _slug(text: str) -> str:
+    """A folder name for a pick: ``latency_ms<=2`` -> ``latency_ms-le-2``."""
+    for op, word in (("<=", "-le-"), (">=", "-ge-"), ("<", "-lt-"), (">", "-gt-"), ("==", "-eq-"), (":", "-"), (",", "_")):
+        text = text.replace(op, word)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "model"
+
+
+__all__ = ["ExportError", "Exported", "FORMATS", "export", "extract_calibrated", "load_model", "parse_formats"]
