@@ -82,3 +82,10 @@ def test_real_evaluation_end_to_end(net):
 def test_bad_arguments_raise_clear_errors(net, kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         search(net, progress=False, **kwargs)
+
+
+def test_tangle_searcher_records_one_architecture_per_epoch(net):
+    result = search(net, searcher="tangle", budget=2, progress=False)
+    assert len(result.evaluations) == 2 and all(net.space.contains(e.config) for e in result.evaluations)
+    with pytest.raises(ValueError, match="use backend='local'"):
+        search(net, searcher="tangle", budget=1, backend="ray", progress=False)

@@ -58,7 +58,9 @@ def search(
         data: as `nas.data.resolve` takes it (None: the family's digits split).
         objectives: metric names with directions, e.g. ``["accuracy:max", "latency_ms:min"]``;
             metrics: accuracy, loss, params, macs, latency_ms.
-        searcher: a registered name (``nas.search.names()``) or a `Searcher`.
+        searcher: a registered name (``nas.search.names()``), a `Searcher`, or ``"tangle"``:
+            gradient-based search (`nas.tangle.search_tangle`; `budget` is then its epochs,
+            each recording its argmax architecture).
         budget: total evaluations, stored ones included.
         backend: ``"local"``, ``"ray"`` or a `Backend`.
         run: directory for the evaluations database and the front (resumes when it exists).
@@ -83,6 +85,8 @@ def search(
     wants_latency = any(o.name == "latency_ms" for o in objectives)
     latency = latency or ("table" if wants_latency else None)
 
+    if isinstance(searcher, str) and searcher == "tangle":
+        return _tangle(net, data, objectives, budget, backend, run, seed, latency, progress, searcher_kwargs)
     owned = not isinstance(backend, Backend)
     if owned:
         kwargs = dict(backend_kwargs or {})
@@ -251,3 +255,15 @@ def _write_front(result: SearchResult) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2))
     tmp.replace(path)
+
+
+def _tangle(net, data, objectives, budget, backend, run, seed, latency, progress, searcher_kwargs) -> SearchResult:
+    """Gradient-based search (TangleNAS): one recorded architecture per epoch of bi-level training."""
+    if backend != "local":
+        raise ValueError("searcher 'tangle' trains the supernet in this process; use backend='local'")
+    from nas.tangle import search_tangle
+
+    kwargs = dict(searcher_kwargs or {})
+    kwargs.setdefault("epochs", budget)
+    return search_tangle(net, data, objectives, run=run, seed=seed, progress=progress,
+                         latency="table" if latency == "table" else None, resume=run is not None, **kwargs)
