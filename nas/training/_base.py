@@ -1,0 +1,76 @@
+"""The training `Strategy` protocol: which subnets one step trains, and how their losses combine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+class Strategy:
+    """Samples the subnets of one training step and accumulates their gradients.
+
+    A subclass sets `name` (its registry key, e.g. ``"sandwich"``) and implements `step`;
+    defining the class registers it. Constructor arguments are its hyper-parameters, stored
+    as given (they go into the checkpoint's recipe through `params`).
+
+    Example:
+        >>> class Largest(Strategy):
+        ...     name = "largest_only"
+        ...     def step(self, net, x, y, rng, loss, distill):
+        ...         with net.activate(net.largest()):
+        ...             value = loss(net(x), y)
+        ...         value.backward()
+        ...         return value.item()
+        >>> get_strategy("largest_only")
+        Largest()
+    """
+
+    name: ClassVar[str] = ""
+    #: whether in-place distillation is on when ``distill=None``
+    distills_by_default: ClassVar[bool] = False
+    #: whether the strategy can use a distillation loss at all
+    supports_distill: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            STRATEGIES[cls.name] = cls
+
+    def step(
+        self,
+        net: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        rng: np.random.Generator,
+        loss: LossFn,
+        distill: LossFn | None,
+    ) -> float:
+        """Run forward and backward passes for one batch (gradients accumulate; the caller
+        zeroes them and steps the optimizer); return the loss to report."""
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        """The hyper-parameters (public attributes)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+
+def get_strategy(strategy: str | Strategy, **kwargs: Any) -> Strategy:
+    """A strategy instance from a registry name (built with `kwargs`) or an instance."""
+    if isinstance(strategy, Strategy):
+        if kwargs:
+            raise ValueError("strategy arguments can only be given with a strategy name")
+        return strategy
+    if strategy not in STRATEGIES:
+        raise ValueError(f"The 'strategy' parameter must be one of {sorted(STRATEGIES)} or a Strategy, got {strategy!r}.")
+    return STRATEGIES[strategy](**kwargs)

@@ -1,0 +1,43 @@
+"""`sandwich`: largest, smallest and `n` random subnets per step, with in-place distillation (BigNAS)."""
+
+from __future__ import annotations
+
+from nas.training._base import Strategy
+
+
+class Sandwich(Strategy):
+    """The sandwich rule: each step trains the largest, the smallest and `n` random subnets.
+
+    The largest learns from the labels; with distillation on (the default for class
+    targets) the others learn from its detached outputs (in-place distillation), else from
+    the labels too.
+
+    Example:
+        >>> Sandwich(n=2)
+        Sandwich(n=2)
+
+    Args:
+        n: random subnets per step, besides the largest and the smallest.
+    """
+
+    name = "sandwich"
+    distills_by_default = True
+    supports_distill = True
+
+    def __init__(self, n: int = 2):
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"The 'n' parameter of Sandwich must be an int >= 0, got {n!r}.")
+        self.n = n
+
+    def step(self, net, x, y, rng, loss, distill):
+        configs = [net.smallest()] + [net.sample(rng) for _ in range(self.n)]
+        with net.activate(net.largest()):
+            out = net(x)
+        value = loss(out, y)
+        value.backward()
+        teacher = out.detach()
+        for config in configs:
+            with net.activate(config):
+                student = net(x)
+            (distill(student, teacher) if distill is not None else loss(student, y)).backward()
+        return value.item()
