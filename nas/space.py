@@ -225,8 +225,8 @@ class SearchSpace:
                 out[dim.name] = dim.values[pos]
         return out
 
-    def enumerate(self) -> Iterator[Config]:
-        """Every config of the space, in a fixed order."""
+    def enumerate(self, rng: np.random.Generator | None = None) -> Iterator[Config]:
+        """Every config of the space once: in a fixed order, or a random depth-first order given `rng` (lazy)."""
         dims = self.dimensions
         config: Config = {}
 
@@ -238,7 +238,8 @@ class SearchSpace:
             if dim.when is not None and config.get(dim.when[0], _MISSING) not in dim.when[1]:
                 yield from walk(i + 1)
                 return
-            for value in dim.values:
+            order = dim.values if rng is None else [dim.values[j] for j in rng.permutation(len(dim.values))]
+            for value in order:
                 config[dim.name] = value
                 yield from walk(i + 1)
             del config[dim.name]

@@ -86,8 +86,6 @@ class GraphPredictor(Predictor):
         seed: seed of the GP optimiser.
     """
 
-    supports_std = True
-
     def __init__(self, space, h: int = 2, regressor: str = "gp", alpha: float = 1.0, seed: int | None = 0):
         self.h = h
         self.regressor = regressor

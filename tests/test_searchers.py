@@ -13,7 +13,7 @@ import pytest
 import nas.search
 from nas.evaluation import Evaluation
 from nas.pareto import MissingMetric, hypervolume, non_dominated_sort
-from nas.search import EvolutionSearcher, GuidedSearcher, OptunaSearcher, RandomSearcher, crossover, mutate
+from nas.search import GuidedSearcher, OptunaSearcher, RandomSearcher, crossover, mutate
 from nas.search._operators import best_spread, first_front
 from nas.space import Choice, SearchSpace
 

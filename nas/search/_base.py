@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -212,7 +212,7 @@ class Searcher:
             tries -= 1
             fresh(self.space.sample(self.rng))
         if len(out) < n:  # nearly used up: walk the space in a random order instead
-            for config in _shuffled_walk(self.space, self.rng):
+            for config in self.space.enumerate(self.rng):
                 if fresh(config) and len(out) == n:
                     break
         return out
@@ -222,27 +222,6 @@ class Searcher:
             f"{type(self).__name__}(objectives={[str(o) for o in self.objectives]}, "
             f"told={len(self.evaluations)}, pending={len(self._pending)})"
         )
-
-
-def _shuffled_walk(space: SearchSpace, rng: np.random.Generator) -> Iterator[Config]:
-    """Every config of the space once, in a random depth-first order (lazy)."""
-    dims = space.dimensions
-    config: Config = {}
-
-    def walk(i: int) -> Iterator[Config]:
-        if i == len(dims):
-            yield dict(config)
-            return
-        dim = dims[i]
-        if dim.when is not None and not (dim.when[0] in config and config[dim.when[0]] in dim.when[1]):
-            yield from walk(i + 1)
-            return
-        for j in rng.permutation(len(dim.values)):
-            config[dim.name] = dim.values[j]
-            yield from walk(i + 1)
-        del config[dim.name]
-
-    return walk(0)
 
 
 _REGISTRY: Registry[Searcher] = Registry("searcher", fixed=("space", "objectives"))
