@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 # Per-family recipe, the same for the supernet and for every from-scratch subnet.
 RECIPES = {
-    "mlp": {"epochs": 150, "lr": 3e-3, "batch_size": 64},
+    "mlp": {"epochs": 150, "lr": 1e-2, "batch_size": 64},
     "cnn": {"epochs": 15, "lr": 3e-3, "batch_size": 64},
 }
 SCRATCH_SEEDS = {"mlp": 3, "cnn": 2}

@@ -3,8 +3,9 @@
 `measure_latency` times a subnet's extracted dense model (warm-up, then the median of
 repeats). `LatencyTable` times each layer variant a net's configs use once per device (the
 extracted dense layer at the input shape it sees), stores the timings as JSON keyed by the
-device, and predicts a config's latency as the sum of its layers' entries plus a constant
-overhead fitted on a few measured configs, without running the subnet.
+device, and predicts a config's latency from the sum of its layers' entries, times a scale
+plus a constant overhead fitted on a few measured configs, without running the subnet.
+Timings are taken in interleaved rounds, so slow phases of a shared machine hit all alike.
 """
 
 from __future__ import annotations
@@ -101,6 +102,12 @@ def measure_latency(
         device: where to time (default: the model's device).
         input_shape: one sample's shape, for a plain module.
     """
+    run, device = _runner(model, config, batch_size, device, input_shape)
+    return _time(run, device, warmup, repeats)
+
+
+def _runner(model: nn.Module, config: Mapping[str, Any] | None, batch_size: int, device, input_shape) -> tuple[Any, torch.device]:
+    """A no-argument callable running one forward pass of the (extracted) model, and its device."""
     if _is_supernet(model):
         dense = model.extract(config if config is not None else model.largest())
         shape = model.input_shape
@@ -115,7 +122,19 @@ def measure_latency(
     device = torch.device(device) if device is not None else (params.device if params is not None else torch.device("cpu"))
     dense = dense.to(device).eval()
     x = torch.zeros(batch_size, *shape, device=device, dtype=params.dtype if params is not None else torch.float32)
-    return _time(lambda: dense(x), device, warmup, repeats)
+    return (lambda: dense(x)), device
+
+
+def _rounds(fns: Sequence[Any], device: torch.device, warmup: int, repeats: int, rounds: int, number: int = 1) -> list[float]:
+    """Time each callable in `rounds` interleaved rounds; per callable, the median of its round medians.
+
+    Interleaving spreads slow phases of a shared machine over all callables alike.
+    """
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(max(1, rounds)):
+        for i, fn in enumerate(fns):
+            samples[i].append(_time(fn, device, warmup, repeats, number))
+    return [float(statistics.median(s)) for s in samples]
 
 
 class _Op:
@@ -141,23 +160,37 @@ class LatencyTable:
         net: the supernet the table describes.
         entries: layer-variant key -> milliseconds.
         overhead_ms: constant added to every prediction (fitted by `build`).
+        scale: factor on the sum of layer entries (fitted by `build`: layers timed alone run
+            hotter in cache than inside the whole net).
         device: the device key the entries were timed on (see `device_key`).
         batch_size: the batch size the entries were timed at.
 
     Build one with `build` (or `for_net`, which also caches it in memory and on disk).
     """
 
-    def __init__(self, net: nn.Module, entries: Mapping[str, float], overhead_ms: float = 0.0, device: str | None = None, batch_size: int = 1):
+    def __init__(
+        self,
+        net: nn.Module,
+        entries: Mapping[str, float],
+        overhead_ms: float = 0.0,
+        device: str | None = None,
+        batch_size: int = 1,
+        scale: float = 1.0,
+    ):
         self.net = net
         self.entries: dict[str, float] = dict(entries)
         self.overhead_ms = float(overhead_ms)
+        self.scale = float(scale)
         self.device = device if device is not None else device_key(net.device)
         self.batch_size = int(batch_size)
-        self.warmup, self.repeats = 5, 20
+        self.warmup, self.repeats, self.rounds = 5, 20, 3
         self._keys: OrderedDict[str, list[str]] = OrderedDict()
 
     def __repr__(self) -> str:
-        return f"LatencyTable({len(self.entries)} entries, overhead {self.overhead_ms:.4f} ms, {self.device}, batch {self.batch_size})"
+        return (
+            f"LatencyTable({len(self.entries)} entries, scale {self.scale:.3f}, overhead {self.overhead_ms:.4f} ms, "
+            f"{self.device}, batch {self.batch_size})"
+        )
 
     # -- building ------------------------------------------------------------------------
     @classmethod
@@ -170,24 +203,29 @@ class LatencyTable:
         warmup: int = 5,
         repeats: int = 20,
         fit_configs: int = 16,
+        rounds: int = 3,
         seed: int = 0,
     ) -> LatencyTable:
         """Time every layer variant used by `configs` (default: largest, smallest and `samples`
-        random ones) on the net's device, then fit the overhead on `fit_configs` of them."""
+        random ones) on the net's device, then fit the overhead on `fit_configs` of them.
+
+        Each timing is the median of `repeats`, taken in `rounds` interleaved rounds.
+        """
         if configs is None:
             rng = np.random.default_rng(seed)
             configs = [net.largest(), net.smallest()] + [net.sample(rng) for _ in range(samples)]
         configs = [net.space.validate(c) for c in configs]
         table = cls(net, {}, 0.0, device_key(net.device), batch_size)
-        table.warmup, table.repeats = warmup, repeats
+        table.warmup, table.repeats, table.rounds = warmup, repeats, rounds
+        pending: dict[str, _Op] = {}
         for config in configs:
-            table._layer_keys(config, fill=True)
-        picks = np.linspace(0, len(configs) - 1, min(fit_configs, len(configs))).round().astype(int)
-        residuals = [
-            measure_latency(net, configs[i], batch_size, warmup=warmup, repeats=repeats * 2) - table._layer_sum(configs[i])
-            for i in sorted(set(picks.tolist()))
-        ]
-        table.overhead_ms = float(np.median(residuals)) if residuals else 0.0
+            table._layer_keys(config, pending)
+        table._time_ops(pending)
+        picks = sorted(set(np.linspace(0, len(configs) - 1, min(fit_configs, len(configs))).round().astype(int).tolist()))
+        fit = [configs[i] for i in picks]
+        measured = np.array(_measure_many(net, fit, batch_size, warmup, repeats * 2, rounds))
+        sums = np.array([table._layer_sum(c) for c in fit])
+        table.scale, table.overhead_ms = _fit_line(sums, measured)
         return table
 
     @classmethod
@@ -213,26 +251,39 @@ class LatencyTable:
 
     # -- prediction ----------------------------------------------------------------------
     def predict(self, config: Mapping[str, Any]) -> float:
-        """Predicted milliseconds of `config`'s subnet: its layers' entries plus the overhead."""
-        return self._layer_sum(config) + self.overhead_ms
+        """Predicted milliseconds of `config`'s subnet: ``scale * (sum of its layers' entries) + overhead``."""
+        return self.scale * self._layer_sum(config) + self.overhead_ms
 
     def predict_many(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """`predict` for several configs."""
         return np.array([self.predict(c) for c in configs])
 
-    def error(self, configs: Sequence[Mapping[str, Any]], repeats: int = 50) -> float:
-        """Median relative error ``|predicted - measured| / measured`` over `configs`."""
-        errors = []
-        for config in configs:
-            measured = measure_latency(self.net, config, self.batch_size, repeats=repeats)
-            errors.append(abs(self.predict(config) - measured) / measured)
+    def error(self, configs: Sequence[Mapping[str, Any]], repeats: int = 50, rounds: int = 3) -> float:
+        """Median relative error ``|predicted - measured| / measured`` over `configs` (each
+        measured as the median of `repeats`, in `rounds` interleaved rounds)."""
+        measured = _measure_many(self.net, configs, self.batch_size, 10, repeats, rounds)
+        errors = [abs(self.predict(c) - m) / m for c, m in zip(configs, measured)]
         return float(np.median(errors))
 
     def _layer_sum(self, config: Mapping[str, Any]) -> float:
-        return float(sum(self.entries[k] for k in self._layer_keys(config, fill=True)))
+        return float(sum(self.entries[k] for k in self._layer_keys(config)))
 
-    def _layer_keys(self, config: Mapping[str, Any], fill: bool) -> list[str]:
-        """The table keys of the layers `config` runs; missing ones are timed now if this is their device."""
+    def _time_ops(self, ops: Mapping[str, _Op]) -> None:
+        """Time the dense copies of `ops` (interleaved rounds) into the entries."""
+        if not ops:
+            return
+        device = self.net.device
+        fns = []
+        for op in ops.values():
+            inputs = [torch.randn(s, device=device, dtype=d) if d.is_floating_point else torch.zeros(s, device=device, dtype=d) for s, d in op.inputs]
+            module = op.module.to(device).eval()
+            fns.append(lambda m=module, a=inputs: m(*a))
+        for key, ms in zip(ops, _rounds(fns, device, self.warmup, self.repeats, self.rounds, number=5)):
+            self.entries[key] = ms
+
+    def _layer_keys(self, config: Mapping[str, Any], pending: dict[str, _Op] | None = None) -> list[str]:
+        """The table keys of the layers `config` runs. Variants missing from the table are
+        timed now (or added to `pending`, to be timed together) if this is their device."""
         config = self.net.space.validate(config)
         ckey = self.net.space.key(config)
         keys = self._keys.get(ckey)
@@ -248,13 +299,12 @@ class LatencyTable:
                     f"latency table built on {self.device!r} has no entry for {missing[0].key!r}, "
                     f"and this process runs on {here!r}; rebuild the table here"
                 )
-            device = self.net.device
-            for op in missing:
-                if op.key in self.entries:
-                    continue
-                inputs = [torch.randn(s, device=device, dtype=d) if d.is_floating_point else torch.zeros(s, device=device, dtype=d) for s, d in op.inputs]
-                module = op.module.to(device).eval()
-                self.entries[op.key] = _time(lambda m=module, a=inputs: m(*a), device, self.warmup, self.repeats, number=5)
+            todo = {op.key: op for op in missing if op.module is not None}
+            if pending is not None:
+                for key, op in todo.items():
+                    pending.setdefault(key, op)
+            else:
+                self._time_ops(todo)
         keys = [op.key for op in ops]
         self._keys[ckey] = keys
         if len(self._keys) > 4096:
@@ -269,6 +319,7 @@ class LatencyTable:
             "family": getattr(self.net, "family", None),
             "family_args": getattr(self.net, "family_args", None),
             "overhead_ms": self.overhead_ms,
+            "scale": self.scale,
             "entries": dict(sorted(self.entries.items())),
         }
 
@@ -296,7 +347,27 @@ class LatencyTable:
         family = getattr(net, "family", None)
         if data.get("family") != family or (data.get("family_args") or {}) != json.loads(json.dumps(getattr(net, "family_args", {}) or {})):
             raise ValueError(f"{path} holds a table for family {data.get('family')!r} {data.get('family_args')}, not this net ({family!r})")
-        return cls(net, data["entries"], data["overhead_ms"], device, data["batch_size"])
+        return cls(net, data["entries"], data["overhead_ms"], device, data["batch_size"], data.get("scale", 1.0))
+
+
+def _fit_line(sums: np.ndarray, measured: np.ndarray) -> tuple[float, float]:
+    """(scale, overhead) of ``measured ~= scale * sums + overhead`` by least squares; a constant
+    overhead alone (scale 1) when the points cannot pin a positive slope."""
+    if len(sums) == 0:
+        return 1.0, 0.0
+    if len(sums) >= 3 and np.ptp(sums) > 0:
+        scale, overhead = np.polyfit(sums, measured, 1)
+        if scale > 0:
+            return float(scale), float(overhead)
+    return 1.0, float(np.median(measured - sums))
+
+
+def _measure_many(net: nn.Module, configs: Sequence[Mapping[str, Any]], batch_size: int, warmup: int, repeats: int, rounds: int) -> list[float]:
+    """Measured milliseconds of each config's extracted subnet, in interleaved rounds."""
+    runners = [_runner(net, c, batch_size, None, None) for c in configs]
+    if not runners:
+        return []
+    return _rounds([r for r, _ in runners], runners[0][1], warmup, repeats, rounds)
 
 
 def _trace_ops(net: nn.Module, config: Mapping[str, Any], batch_size: int, known: Mapping[str, float]) -> list[_Op]:

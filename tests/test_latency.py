@@ -37,12 +37,12 @@ def test_table_times_each_layer_variant_once_and_predicts_their_sum():
     # every key names a layer, its input shape and its active sizes
     assert any("lowrank_linear" in k or '"linear"' in k for k in table.entries)
     config = net.largest()
-    keys = table._layer_keys(config, fill=False)
-    assert table.predict(config) == pytest.approx(sum(table.entries[k] for k in keys) + table.overhead_ms)
+    keys = table._layer_keys(config)
+    assert table.predict(config) == pytest.approx(table.scale * sum(table.entries[k] for k in keys) + table.overhead_ms)
     assert len(set(keys)) == len(keys)
     # a deeper config runs more layers
     shallow = dict(net.smallest())
-    assert len(table._layer_keys(shallow, fill=False)) < len(keys)
+    assert len(table._layer_keys(shallow)) < len(keys)
 
 
 def test_table_times_unseen_variants_on_demand():
