@@ -60,7 +60,7 @@ class CostModel:
         values = self.atoms(weights)
         out = dict(zip(self.metrics, values.unbind()))
         if self.latency is not None:
-            out["latency_ms"] = out["latency_ms"] + self.latency.overhead_ms
+            out["latency_ms"] = getattr(self.latency, "scale", 1.0) * out["latency_ms"] + self.latency.overhead_ms
         return out
 
 

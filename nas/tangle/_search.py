@@ -356,7 +356,6 @@ def _save(path: Path, net, arch, opt_w, opt_a, sched, rng, budget, epoch: int, h
         "history": history,
         "recipe": recipe,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    from nas.training._loop import save_checkpoint
+
+    save_checkpoint(path, state)

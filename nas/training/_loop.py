@@ -434,6 +434,11 @@ def _save(path: Path, model: nn.Module, opt, sched, rng: np.random.Generator, ep
         "history": history,
         "recipe": recipe,
     }
+    save_checkpoint(path, state)
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a checkpoint atomically: a kill mid-write leaves the previous one intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
