@@ -10,6 +10,7 @@ from nas.evaluate import evaluate
 from nas.evaluation import Evaluation
 from nas.export import export, load_model
 from nas.from_model import from_model
+from nas.latency import LatencyTable, measure_latency
 from nas.pareto import Constraint, Objective, hypervolume, knee_point, pareto_front, pick
 from nas.report import report
 from nas.result import SearchResult
@@ -24,6 +25,7 @@ __all__ = [
     "Constraint",
     "Evaluation",
     "InvalidConfig",
+    "LatencyTable",
     "Objective",
     "Run",
     "RunError",
@@ -40,6 +42,7 @@ __all__ = [
     "load_model",
     "load_run",
     "load_spec",
+    "measure_latency",
     "pareto_front",
     "pick",
     "report",
