@@ -90,7 +90,7 @@ def load_data(source: str, seed: int) -> tuple[SearchSpace, list[Config], np.nda
 _CACHE: dict[str, tuple] = {}
 
 
-def _supernet_data(epochs: int = 30) -> tuple[SearchSpace, list[Config], np.ndarray]:
+def _supernet_data(epochs: int = 150, lr: float = 1e-2) -> tuple[SearchSpace, list[Config], np.ndarray]:
     """Every config of a trained digits `mlp` supernet (4,368) with its validation accuracy."""
     if "supernet" not in _CACHE:
         import torch
@@ -101,7 +101,7 @@ def _supernet_data(epochs: int = 30) -> tuple[SearchSpace, list[Config], np.ndar
 
         torch.set_num_threads(1)
         net = search_spaces.get("mlp")
-        train_supernet(net, epochs=epochs, progress=False, seed=0)
+        train_supernet(net, epochs=epochs, lr=lr, progress=False, seed=0)  # the mlp recipe of bench/ranking.py
         configs = list(net.space.enumerate())
         values = np.array([e.metrics["accuracy"] for e in evaluate(net, configs, metrics=("accuracy",))])
         _CACHE["supernet"] = (net.space, configs, values)

@@ -72,7 +72,8 @@ def best_under(evaluations, limit: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budgets", type=int, nargs="+", default=[50, 100, 200])
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 epochs, 2 seeds, budgets 50 100")
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # tiny models: one thread is as fast and immune to oversubscription
     net = search_spaces.get("mlp")
     start = time.perf_counter()
-    train_supernet(net, epochs=args.epochs, progress=False, seed=0)
+    train_supernet(net, epochs=args.epochs, lr=args.lr, progress=False, seed=0)  # the mlp recipe of bench/ranking.py
     trained = time.perf_counter() - start
     configs = list(net.space.enumerate())
     start = time.perf_counter()
