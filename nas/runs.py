@@ -199,11 +199,11 @@ DEMO: dict[str, Any] = {
     "seed": 0,
     "space": {"family": "mlp"},
     "data": {"source": "digits"},
-    "train": {"strategy": "sandwich", "epochs": 15, "lr": 0.01},
+    "train": {"strategy": "sandwich", "epochs": 100, "lr": 0.01},
     "search": {"searcher": "evolution", "objectives": ["accuracy:max", "params:min"], "budget": 200, "args": {"population_size": 24}},
     "backend": {"name": "local"},
 }
-"""The built-in demo (`nas search` with no spec): an MLP supernet on digits, trained and searched in about a minute."""
+"""The built-in demo (`nas search` with no spec): an MLP supernet on digits, trained and searched in under a minute."""
 
 
 def flags() -> dict[str, Field]:
