@@ -3,7 +3,10 @@
 A batch of evaluations and the run facts that go with it (the objectives, the hypervolume
 reference point) are written in one transaction, so a process killed at any moment, even
 with SIGKILL, leaves every committed batch whole and loses at most the batch in flight.
-Each config is stored once (its `SearchSpace.key` is unique).
+Each config is stored once (its `SearchSpace.key` is unique), with its latest evaluation:
+a config evaluated again (a gradient search records the same architecture in a later
+epoch) replaces its row and moves to the end, so the stored order is the order of latest
+evaluation. Black-box searches never evaluate a stored config again.
 """
 
 from __future__ import annotations
@@ -44,8 +47,9 @@ class EvaluationStore:
         >>> import tempfile, os
         >>> store = EvaluationStore(os.path.join(tempfile.mkdtemp(), "evaluations.sqlite"))
         >>> store.append([Evaluation({"w": 8}, {"accuracy": 0.5})], keys=['[["w",8]]'], meta={"seed": 0})
-        >>> len(store.load()), store.meta("seed")
-        (1, 0)
+        >>> store.append([Evaluation({"w": 8}, {"accuracy": 0.7})], keys=['[["w",8]]'])
+        >>> [e.metrics["accuracy"] for e in store.load()], store.meta("seed")
+        ([0.7], 0)
 
     Args:
         path: the SQLite file (created with its folder when missing, unless `create` is False).
@@ -69,25 +73,40 @@ class EvaluationStore:
         self._batches = self._db.execute("SELECT COALESCE(MAX(batch), -1) + 1 FROM evaluations").fetchone()[0]
 
     def append(self, evaluations: Sequence[Evaluation], keys: Sequence[str], meta: Mapping[str, Any] | None = None) -> None:
-        """Store a batch, and `meta` facts, atomically (all or nothing); stored configs are kept as they were."""
-        rows = [
-            (key, json.dumps(e.config), json.dumps(e.metrics), e.status, e.error, float(e.seconds), self._batches)
-            for e, key in zip(evaluations, keys, strict=True)
-        ]
+        """Store a batch, and `meta` facts, atomically; a stored config is replaced by its new evaluation, moved to the end."""
+        rows = [(key, *self._row(e), self._batches) for e, key in zip(evaluations, keys, strict=True)]
+        self._write(
+            "INSERT OR REPLACE INTO evaluations (key, config, metrics, status, error, seconds, batch) VALUES (?,?,?,?,?,?,?)", rows, meta
+        )
+        self._batches += 1
+
+    def update(self, evaluations: Sequence[Evaluation], keys: Sequence[str], meta: Mapping[str, Any] | None = None) -> None:
+        """Replace stored evaluations in place (order and batches kept), and `meta` facts, atomically.
+
+        Raises KeyError naming a key that is not stored; nothing is written then.
+        """
+        rows = [(*self._row(e)[1:], key) for e, key in zip(evaluations, keys, strict=True)]
+        missing = [key for key in keys if not self._db.execute("SELECT 1 FROM evaluations WHERE key = ?", (key,)).fetchone()]
+        if missing:
+            raise KeyError(f"no stored evaluation has key {missing[0]!r}")
+        self._write("UPDATE evaluations SET metrics = ?, status = ?, error = ?, seconds = ? WHERE key = ?", rows, meta)
+
+    @staticmethod
+    def _row(e: Evaluation) -> tuple[str, str, str, str | None, float]:
+        return json.dumps(e.config), json.dumps(e.metrics), e.status, e.error, float(e.seconds)
+
+    def _write(self, sql: str, rows: list[tuple], meta: Mapping[str, Any] | None) -> None:
+        """Run `sql` over `rows` and store `meta` in one transaction."""
         facts = [(k, json.dumps(v)) for k, v in (meta or {}).items()]
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.executemany(
-                "INSERT OR IGNORE INTO evaluations (key, config, metrics, status, error, seconds, batch) VALUES (?,?,?,?,?,?,?)",
-                rows,
-            )
+            self._db.executemany(sql, rows)
             if facts:
                 self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", facts)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
-        self._batches += 1
 
     def load(self) -> list[Evaluation]:
         """Every stored evaluation, in the order stored."""

@@ -130,7 +130,7 @@ def test_malformed_toml_is_a_spec_error(tmp_path):
 
 
 # -- the store and the loop ----------------------------------------------------------------
-def test_store_keeps_whole_batches_and_each_config_once(tmp_path):
+def test_store_keeps_whole_batches_and_each_config_once_with_its_latest_evaluation(tmp_path):
     path = tmp_path / "evaluations.sqlite"
     store = EvaluationStore(path)
     store.append([Evaluation({"w": 1}, {"a": 1.0}), Evaluation({"w": 2}, {"a": 2.0})], ["k1", "k2"], {"reference": {"a": 0.0}})
@@ -138,8 +138,9 @@ def test_store_keeps_whole_batches_and_each_config_once(tmp_path):
     store.close()
     again = EvaluationStore(path, create=False)
     evaluations, ends = again.load_batches()
-    assert [e.metrics["a"] for e in evaluations] == [1.0, 2.0, 3.0]  # the stored k2 is kept as it was
-    assert ends == [2, 3] and again.meta("reference") == {"a": 0.0}
+    assert [e.metrics["a"] for e in evaluations] == [1.0, 9.0, 3.0]  # k2 re-evaluated: its latest evaluation, moved to the end
+    assert again.keys() == ["k1", "k2", "k3"]
+    assert ends == [1, 3] and again.meta("reference") == {"a": 0.0}
     with pytest.raises(FileNotFoundError):
         EvaluationStore(tmp_path / "missing.sqlite", create=False)
     assert not (tmp_path / "missing.sqlite").exists()
