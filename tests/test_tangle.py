@@ -202,8 +202,9 @@ def test_budget_mode_keeps_every_recorded_architecture_within_the_budget():
     net = _net("mlp")
     limit = 1500  # the largest subnet has ~3,400 parameters, the smallest ~300
     result = search_tangle(net, epochs=2, budget_constraint=f"params<={limit}", progress=False, seed=1)
-    assert len(result.evaluations) == 2
+    assert len(result.history) == 2
     assert all(e.ok and e.metrics["params"] <= limit for e in result.evaluations)
+    assert all(h["arch_params"] <= limit for h in result.history)
     assert all(h["lambda"] >= 0 for h in result.history)
 
 
@@ -221,7 +222,8 @@ def test_search_records_an_evaluation_per_epoch_and_resumes_from_its_run(tmp_pat
     net = _net("mlp")
     run = tmp_path / "run"
     first = search_tangle(net, epochs=2, cost_weight=0.5, run=run, progress=False)
-    assert len(first.evaluations) == 2 and all(net.space.contains(e.config) for e in first.evaluations)
+    assert len(first.history) == 2 and all(net.space.contains(e.config) for e in first.evaluations)
+    assert first.evaluations[-1].config == first.history[-1]["config"]
     assert (run / "front.json").exists()
     again = _net("mlp")
     assert len(load_checkpoint(again, run)) == 2  # the checkpoint loads like a trained supernet's
@@ -247,17 +249,21 @@ def test_search_variants_run_and_record_valid_architectures(options):
     torch.manual_seed(0)
     net = search_spaces.get("mlp", depths=(1, 2), widths=(8, 16), ranks=(2, 4))
     result = search_tangle(net, epochs=2, progress=False, **options)
-    assert len(result.evaluations) == 2
+    assert len(result.history) == 2 and 1 <= len(result.evaluations) <= 2
     assert all(e.ok and net.space.contains(e.config) for e in result.evaluations)
     assert all(np.isfinite(h["train_loss"]) for h in result.history)
 
 
-def test_recorded_evaluation_is_what_evaluate_gives_for_that_config():
+def test_every_evaluation_is_what_evaluate_gives_with_the_final_weights():
     net = _net("mlp")
-    result = search_tangle(net, epochs=1, progress=False)
-    last = result.evaluations[-1]
-    again = evaluate(net, [last.config], metrics=("accuracy", "loss", "params", "macs"))[0]
-    assert again.metrics == pytest.approx(last.metrics)
+    result = search_tangle(net, epochs=4, arch_lr=0.1, cost_weight=0.3, progress=False, seed=2)  # records 3 architectures, one twice
+    keys = [net.space.key(e.config) for e in result.evaluations]
+    assert len(keys) == len(set(keys)) >= 2  # distinct architectures, each with its latest evaluation
+    assert result.evaluations[-1].config == result.history[-1]["config"]
+    again = evaluate(net, [e.config for e in result.evaluations], metrics=("accuracy", "loss", "params", "macs"))
+    for stored, now in zip(result.evaluations, again):
+        assert stored.metrics == pytest.approx(now.metrics)
+    assert [n for n, _ in result.hypervolume_history] == list(range(1, len(keys) + 1))
 
 
 def test_bad_arguments_are_rejected_with_their_name():

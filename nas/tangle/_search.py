@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ def search_tangle(
     arch_optimizer: Any = "adam",
     arch_weight_decay: float = 1e-3,
     latency: Any = None,
+    evaluate_kwargs: Mapping[str, Any] | None = None,
     loss: Callable | None = None,
     seed: int = 0,
     run: str | os.PathLike | None = None,
@@ -68,14 +69,18 @@ def search_tangle(
     architecture recorded after each epoch (the argmax, or with a budget the most likely
     config within it) is evaluated with `nas.evaluate` into an `Evaluation`, so the
     evaluations are any-time results and the run store, report and export work unchanged.
+    An architecture recorded again replaces its earlier evaluation and moves to the end
+    (as in the run's store), so ``evaluations[-1]`` is the last epoch's architecture; when
+    the search ends, every other recorded architecture is evaluated again with the final
+    weights, so each evaluation is what the returned (or checkpointed) supernet gives.
     To trace a front, run once per `cost_weight` (or per budget).
 
     Example:
         >>> import search_spaces
         >>> net = search_spaces.get("mlp", depths=(1, 2), widths=(16, 32), ranks=(4, 8))
         >>> result = search_tangle(net, epochs=2, cost_weight=0.5, progress=False)
-        >>> len(result.evaluations), net.space.contains(result.evaluations[-1].config)
-        (2, True)
+        >>> len(result.history), 1 <= len(result.evaluations) <= 2, net.space.contains(result.evaluations[-1].config)
+        (2, True, True)
 
     Args:
         net: a `Supernet` (trained or not: the search trains it, in place).
@@ -109,6 +114,9 @@ def search_tangle(
         arch_weight_decay: weight decay of the architecture parameters.
         latency: ``"table"`` or a `nas.latency.LatencyTable`: expected latency (from the
             table's entries) becomes available as a cost, and ``latency_ms`` is evaluated.
+        evaluate_kwargs: passed to `nas.evaluate` for the recorded architectures, as a
+            backend passes them (``batch_size``, ``calibration_batches``, ...; default:
+            `nas.evaluate`'s, the local backend's and `nas.export`'s check's).
         loss: ``(outputs, targets) -> scalar`` (default: cross-entropy for class targets).
         seed: seeds the architecture initialisation, data order, ordered dropout and torch.
         run: a directory: evaluations go to its store (``evaluations.sqlite``), the front
@@ -203,9 +211,11 @@ def search_tangle(
     wanted = [m for m in ("accuracy", "loss", "params", "macs") if m != "accuracy" or data.classification]
     timed = table if any(o.name == "latency_ms" for o in objectives) else False
 
+    def score(configs: list[Config]) -> list[Evaluation]:
+        return evaluate(net, configs, data, metrics=wanted, latency=timed, loss=loss_fn, **dict(evaluate_kwargs or {}))
+
     def record() -> Evaluation:
-        config = budget.decode(arch) if budget is not None else arch.argmax()
-        return evaluate(net, [config], data, metrics=wanted, latency=timed, loss=loss_fn, seed=seed)[0]
+        return score([budget.decode(arch) if budget is not None else arch.argmax()])[0]
 
     from tqdm.auto import tqdm
 
@@ -231,7 +241,7 @@ def search_tangle(
                     sched.step()
                 n_steps += 1
             ev = record()
-            evaluations.append(ev)
+            evaluations = _latest(evaluations, ev, net.space)
             entry: dict[str, Any] = {
                 "epoch": epoch + 1, "train_loss": train_sum / max(n_steps, 1), "val_loss": val_sum / max(arch_steps, 1) if arch_steps else math.nan,
                 "temperature": sampler.temperature, **info, "config": ev.config, **{f"arch_{k}": v for k, v in ev.metrics.items()},
@@ -248,6 +258,9 @@ def search_tangle(
             bar.set_postfix({k: f"{ev.metrics[k]:.4g}" for k in ("accuracy", cost_metric) if k and k in ev.metrics}, refresh=False)
             if callback is not None and callback(entry):
                 break
+        if history:
+            evaluations = _refresh(evaluations, score, store, net.space, int(history[-1]["epoch"]),
+                                   lambda evs: {"reference": _reference(objectives, evs, largest)})
     finally:
         bar.close()
         if store is not None:
@@ -260,6 +273,7 @@ def search_tangle(
         reference=_reference(objectives, evaluations, largest),
         run=Path(run) if run is not None else None,
     )
+    # one row per recording epoch in the store, so its batches are these (see `nas.runs.load_run`)
     result.hypervolume_history = hypervolume_history(evaluations, objectives, result.reference, list(range(1, len(evaluations) + 1)))
     result.arch = arch  # the learned architecture parameters
     result.history = history
@@ -268,6 +282,33 @@ def search_tangle(
 
         _write_front(result)
     return result
+
+
+def _latest(evaluations: list[Evaluation], ev: Evaluation, space: Any) -> list[Evaluation]:
+    """`evaluations` with `ev` at the end, replacing an earlier evaluation of its config (as the store does)."""
+    key = space.key(ev.config)
+    return [e for e in evaluations if space.key(e.config) != key] + [ev]
+
+
+def _refresh(
+    evaluations: list[Evaluation],
+    score: Callable[[list[Config]], list[Evaluation]],
+    store: Any,
+    space: Any,
+    epoch: int,
+    facts: Callable[[list[Evaluation]], dict[str, Any]],
+) -> list[Evaluation]:
+    """Every recorded architecture but the last (just evaluated) evaluated again with the weights of `epoch`.
+
+    The store is rewritten in place in one transaction that also notes ``refreshed_epoch``,
+    so a resumed search that finds it done evaluates nothing again.
+    """
+    if len(evaluations) < 2 or (store is not None and store.meta("refreshed_epoch") == epoch):
+        return evaluations
+    fresh = score([e.config for e in evaluations[:-1]]) + [evaluations[-1]]
+    if store is not None:
+        store.update(fresh[:-1], [space.key(e.config) for e in fresh[:-1]], {**facts(fresh), "refreshed_epoch": epoch})
+    return fresh
 
 
 def _temperatures(temperature: float | tuple[float, float], epochs: int) -> list[float]:
