@@ -100,6 +100,7 @@ def _supernet_data(epochs: int = 150, lr: float = 1e-2) -> tuple[SearchSpace, li
         from nas.training import train_supernet
 
         torch.set_num_threads(1)
+        torch.manual_seed(0)  # initial weights: the same supernet as bench/search.py
         net = search_spaces.get("mlp")
         train_supernet(net, epochs=epochs, lr=lr, progress=False, seed=0)  # the mlp recipe of bench/ranking.py
         configs = list(net.space.enumerate())

@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)  # tiny models: one thread is as fast and immune to oversubscription
+    torch.manual_seed(0)  # the supernet's initial weights: the whole benchmark is deterministic
     net = search_spaces.get("mlp")
     start = time.perf_counter()
     train_supernet(net, epochs=args.epochs, lr=args.lr, progress=False, seed=0)  # the mlp recipe of bench/ranking.py
