@@ -30,6 +30,12 @@ spec key                  flag / keyword          meaning
 ``backend.args``                                  the backend's own arguments
 ========================  ======================  ===========================================
 
+With ``search.searcher = "tangle"`` (gradient search, `nas.tangle.search_tangle`) the
+supernet is trained by the search itself: ``search.budget`` is its epochs (one recorded
+architecture each), ``search.args`` holds its options (`tangle_fields`: cost_weight,
+budget_constraint, sampling, combine, lr, arch_lr, ...), and the ``[train]`` section does
+not apply (a ``train.*`` key or ``--epochs`` is refused, and ``nas train`` too).
+
 Example:
     >>> spec = load_spec({"name": "tiny", "space": {"args": {"depths": [1], "widths": [16], "ranks": [4]}}}, budget=4)
     >>> spec["search.budget"], spec["space.family"], spec["train.strategy"]
@@ -62,6 +68,8 @@ from nas.store import EvaluationStore
 SPEC = "spec.toml"
 CHECKPOINT = "supernet.pt"
 RUNS = Path("runs")
+TANGLE = "tangle"
+"""The gradient searcher (`nas.tangle.search_tangle`): it trains the supernet itself."""
 
 
 class RunError(ValueError):
@@ -79,7 +87,7 @@ class Field:
 
     Args:
         key: dotted key (``"search.budget"``).
-        kind: ``"int"``, ``"float"``, ``"str"``, ``"strs"`` (list of strings) or ``"table"``.
+        kind: ``"int"``, ``"float"``, ``"bool"``, ``"str"``, ``"strs"`` (list of strings) or ``"table"``.
         default: value when absent (None: unset, left to the library's default).
         help: one line for ``--help`` and the docs.
         flag: flag name (``--budget``) and keyword name (``budget``), when it has one.
@@ -118,6 +126,8 @@ class Field:
             return f"an int {'>' if self.above else '>='} {self.minimum:g}" if self.minimum is not None else "an int"
         if self.kind == "float":
             return f"a number {'>' if self.above else '>='} {self.minimum:g}" if self.minimum is not None else "a number"
+        if self.kind == "bool":
+            return "true or false"
         if self.kind == "strs":
             return "a list of strings"
         if self.kind == "table":
@@ -141,7 +151,7 @@ def _strategies() -> list[str]:
 def _searchers() -> list[str]:
     from nas.search import names
 
-    return names()
+    return sorted([*names(), TANGLE])
 
 
 def _backends() -> list[str]:
@@ -181,7 +191,8 @@ FIELDS: tuple[Field, ...] = (
     Field("evaluate.latency_batch_size", "int", 1, "batch size latency is measured or predicted at", minimum=1),
     Field("search.searcher", "str", "evolution", "searcher", flag="searcher", choices=_searchers),
     Field("search.objectives", "strs", ["accuracy:max", "params:min"], "objectives, e.g. accuracy:max,params:min", flag="objectives"),
-    Field("search.budget", "int", 100, "total evaluations (raise it to extend a finished run)", flag="budget", minimum=1, identity=False),
+    Field("search.budget", "int", 100, "total evaluations (tangle: epochs, one recorded architecture each); raise it to extend a finished run",
+          flag="budget", minimum=1, identity=False),
     Field("search.batch_size", "int", None, "configs asked and evaluated per step (unset: the backend's parallelism, at least 8; "
           "set it to resume on another backend with the same proposals)", minimum=1),
     Field("search.args", "table", {}, "the searcher's arguments (e.g. population_size = 24)"),
@@ -296,10 +307,10 @@ class RunSpec:
         """A copy with the flag-named keys set (`how`: ``"flag"`` for CLI text, ``"keyword"`` for Python values).
 
         A different ``space`` drops the old family's ``space.args``, and a different
-        ``searcher`` the old searcher's ``search.args``.
+        ``searcher`` the old searcher's ``search.args`` (and, to ``"tangle"``, the ``[train]`` section).
         """
         out = RunSpec(copy.deepcopy(self._values), self._labels)
-        for name, value in values.items():
+        for name, value in sorted(values.items(), key=lambda item: item[0] not in ("space", "searcher")):
             if value is None:
                 continue
             f = _BY_FLAG.get(name)
@@ -312,6 +323,8 @@ class RunSpec:
             if f.key in _ARGS_OF and value != out[f.key]:  # another family or searcher: its own arguments
                 section, _ = f.key.split(".")
                 out._values[section]["args"] = {}
+                if value == TANGLE:  # it trains the supernet itself: the old training recipe goes too
+                    out._reset("train")
             out._set(f.key, value)
             out._labels[f.key] = label
         return out
@@ -329,6 +342,16 @@ class RunSpec:
         box = self._values[section] if section else self._values
         box[name] = value
 
+    def _reset(self, section: str) -> None:
+        """Set every key of `section` back to its default, as if never given."""
+        self._values[section] = {f.name: copy.deepcopy(f.default) for f in FIELDS if f.section == section and f.default is not None}
+        self._labels = {k: v for k, v in self._labels.items() if not k.startswith(f"{section}.")}
+
+    @property
+    def tangle(self) -> bool:
+        """Whether the searcher is ``"tangle"`` (the search trains the supernet; no ``[train]``)."""
+        return self["search.searcher"] == TANGLE
+
     def label(self, key: str) -> str:
         """How `key` was given, for messages (``"search.budget in runs/x.toml"``, ``"--budget"``)."""
         return self._labels.get(key, key)
@@ -341,6 +364,8 @@ class RunSpec:
         """The spec as a nested dict (unset keys left out)."""
         out: dict[str, Any] = {}
         for key, value in self._values.items():
+            if key == "train" and self.tangle:
+                continue  # the tangle search trains the supernet with its own recipe (search.args)
             if isinstance(value, dict) and key in SECTIONS:
                 section = {k: copy.deepcopy(v) for k, v in value.items() if v is not None}
                 if section:
@@ -385,8 +410,11 @@ class RunSpec:
         net = self.build_net()
         self._values["space"]["args"] = _normal(dict(net.family_args))
         self._resolve_data(net)
-        self._resolve_train()
-        self._resolve_search(net)
+        if self.tangle:
+            self._resolve_tangle(net)
+        else:
+            self._resolve_train()
+            self._resolve_search(net)
         self._resolve_backend()
         self._resolved = True
         return self
@@ -506,7 +534,7 @@ class RunSpec:
         strategy = self.strategy()
         self._values["train"]["strategy_args"] = _normal(strategy.params())
 
-    def _resolve_search(self, net: Any) -> None:
+    def _resolve_objectives(self) -> list[Any]:
         from nas.pareto import parse_objectives
         from nas.search._loop import METRICS
 
@@ -518,6 +546,10 @@ class RunSpec:
         if unknown:
             raise SpecError(f"{self.label('search.objectives')} names unknown metric {unknown[0]!r}; the metrics are: {', '.join(METRICS)}")
         self._values["search"]["objectives"] = [str(o) for o in objectives]
+        return objectives
+
+    def _resolve_search(self, net: Any) -> None:
+        self._resolve_objectives()
         searcher = self.searcher(net)
         # fill in the searcher's plain defaults, so the stored spec pins them
         args = dict(self["search.args"])
@@ -528,9 +560,126 @@ class RunSpec:
                 args[name] = _normal(param.default)
         self._values["search"]["args"] = args
 
+    def _resolve_tangle(self, net: Any) -> None:
+        """Check a tangle run: no [train], a local backend, its options; pin their defaults."""
+        objectives = self._resolve_objectives()
+        given = [k for k in self._labels if k.startswith("train.")]
+        if given:
+            raise SpecError(
+                f"{self.label(given[0])} does not apply to searcher 'tangle': it trains the supernet itself, for search.budget "
+                "epochs, with the recipe in search.args (lr, batch_size, optimizer, weight_decay, schedule, grad_clip)"
+            )
+        if self["search.batch_size"] is not None:
+            raise SpecError(f"{self.label('search.batch_size')} does not apply to searcher 'tangle': it records one architecture per epoch")
+        if self["backend.name"] != "local":
+            raise SpecError(f"{self.label('backend.name')} must be 'local' for searcher 'tangle' (it trains the supernet in this process), got {self['backend.name']!r}")
+        if self["evaluate.latency"] == "measured":
+            raise SpecError(f"{self.label('evaluate.latency')} must be 'table' for searcher 'tangle' (its expected latency comes from a latency table), got 'measured'")
+        self._values["search"]["args"] = _check_tangle_args(dict(self["search.args"]), self.label("search.args"), net, objectives)
+
+    def tangle_kwargs(self, net: Any) -> dict[str, Any]:
+        """Keyword arguments of `nas.tangle.search_tangle` (besides net, data, run, resume and progress)."""
+        args = dict(self["search.args"])
+        if isinstance(args.get("temperature"), list):
+            args["temperature"] = tuple(args["temperature"])
+        metrics = {o.partition(":")[0] for o in self["search.objectives"]}
+        if args.get("budget_constraint") is not None:
+            from nas.pareto import Constraint
+
+            metrics.add(Constraint.parse(args["budget_constraint"]).metric)
+        latency = None
+        if self["evaluate.latency"] == "table" or "latency_ms" in metrics:
+            from nas.latency import LatencyTable
+
+            latency = LatencyTable.for_net(net, batch_size=self["evaluate.latency_batch_size"])
+        evaluate_kwargs = {"batch_size": self["evaluate.batch_size"], "calibration_batches": self["evaluate.calibration_batches"],
+                           "latency_batch_size": self["evaluate.latency_batch_size"], **self["backend.args"]}
+        return {"objectives": list(self["search.objectives"]), "epochs": self["search.budget"], "seed": self["seed"],
+                "latency": latency, "evaluate_kwargs": evaluate_kwargs, **args}
+
     def _resolve_backend(self) -> None:
         if self["backend.address"] is not None and self["backend.name"] != "ray":
             raise SpecError(f"{self.label('backend.address')} applies only to the ray backend (backend is {self['backend.name']!r})")
+
+
+# -- the tangle searcher's options (search.args) ----------------------------------------------
+def tangle_fields() -> dict[str, Field]:
+    """The options of searcher ``"tangle"`` (`nas.tangle.search_tangle`'s) that a spec's ``search.args`` may set."""
+    from nas.tangle import COMBINES, SAMPLERS
+    from nas.training._loop import OPTIMIZERS, SCHEDULES
+
+    fields = (
+        Field("search.args.cost_weight", "float", None, "weight of the expected cost, as a fraction of the largest subnet's", minimum=0),
+        Field("search.args.budget_constraint", "str", None, "a hard budget on a cost, e.g. 'params<=50000'"),
+        Field("search.args.sampling", "str", None, "how architecture parameters become weights", choices=tuple(sorted(SAMPLERS))),
+        Field("search.args.combine", "str", None, "how a layer's candidates combine", choices=tuple(COMBINES)),
+        Field("search.args.temperature", "float", None, "the sampler's temperature, or [start, end] annealed", minimum=0, above=True),
+        Field("search.args.second_order", "bool", None, "DARTS' unrolled architecture gradient"),
+        Field("search.args.ordered_dropout", "bool", None, "also cut low-rank layers at a random rank in weight steps"),
+        Field("search.args.warmup_epochs", "int", None, "first epochs train the weights only", minimum=0),
+        Field("search.args.lr", "float", None, "the weights' peak learning rate", minimum=0, above=True),
+        Field("search.args.batch_size", "int", None, "training batch size", minimum=1),
+        Field("search.args.optimizer", "str", None, "the weights' optimizer", choices=tuple(OPTIMIZERS)),
+        Field("search.args.weight_decay", "float", None, "the weights' weight decay", minimum=0),
+        Field("search.args.schedule", "str", None, "the weights' learning-rate schedule", choices=tuple(SCHEDULES)),
+        Field("search.args.grad_clip", "float", None, "clip the weights' gradient norm to this value", minimum=0, above=True),
+        Field("search.args.arch_lr", "float", None, "learning rate of the architecture parameters", minimum=0, above=True),
+        Field("search.args.arch_optimizer", "str", None, "optimizer of the architecture parameters", choices=("adam", "sgd")),
+        Field("search.args.arch_weight_decay", "float", None, "weight decay of the architecture parameters", minimum=0),
+    )
+    return {f.name: f for f in fields}
+
+
+def _check_tangle_args(args: dict[str, Any], label: str, net: Any, objectives: list[Any]) -> dict[str, Any]:
+    """`args` checked as searcher ``"tangle"``'s options, with `search_tangle`'s defaults filled in."""
+    from nas.tangle import search_tangle
+
+    fields = tangle_fields()
+
+    def named(name: str) -> str:  # "search.args in x.toml" -> "search.args.lr in x.toml"
+        return label.replace("search.args", f"search.args.{name}", 1)
+
+    out = {}
+    for name, value in args.items():
+        if name == "epochs":
+            raise SpecError(f"{named(name)}: searcher 'tangle' runs search.budget epochs (--budget), one recorded architecture each; set the budget instead")
+        if name not in fields:
+            raise SpecError(f"unknown key {name!r} in {label} for searcher 'tangle'; the keys are: {', '.join(fields)}")
+        out[name] = _check_temperature(value, named(name)) if name == "temperature" else _check(fields[name], value, named(name))
+    if out.get("cost_weight") and not any(o.name in ("params", "macs", "latency_ms") for o in objectives):
+        raise SpecError(f"{named('cost_weight')} = {out['cost_weight']:g} needs a cost objective (params, macs or latency_ms) in search.objectives")
+    if "budget_constraint" in out:
+        _check_budget(net, out["budget_constraint"], named("budget_constraint"))
+    for name, param in inspect.signature(search_tangle).parameters.items():  # pin the defaults in the stored spec
+        if name in fields and name not in out and param.default is not None and _plain_value(param.default):
+            out[name] = _normal(param.default)
+    return out
+
+
+def _check_temperature(value: Any, label: str) -> Any:
+    """A temperature > 0, or a ``[start, end]`` pair of them."""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+    if number(value):
+        return float(value)
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(number(v) for v in value):
+        return [float(v) for v in value]
+    raise SpecError(f"{label} must be a number > 0 or a [start, end] pair of them, got {value!r}")
+
+
+def _check_budget(net: Any, text: str, label: str) -> None:
+    """A budget that bounds a cost from above and that some subnet meets."""
+    from nas.pareto import Constraint
+    from nas.tangle import Budget
+
+    try:
+        constraint = Constraint.parse(text)
+        analytic = constraint.metric in ("params", "macs")  # latency is checked against its table when the search starts
+        Budget(constraint, lambda config: float(net.cost(config)[constraint.metric]) if analytic else 0.0, net.space)
+    except ValueError as err:
+        raise SpecError(f"{label}: {_first_line(err)}") from None
 
 
 def _check(f: Field, value: Any, label: str) -> Any:
@@ -543,6 +692,9 @@ def _check(f: Field, value: Any, label: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise bad
         value = float(value)
+    elif f.kind == "bool":
+        if not isinstance(value, bool):
+            raise bad
     elif f.kind == "str":
         if not isinstance(value, str) or not value:
             raise bad
@@ -753,7 +905,7 @@ class Run(SearchResult):
 
     Attributes:
         spec: the run's `RunSpec`.
-        history: the supernet's per-epoch training records.
+        history: the supernet's per-epoch training records (tangle: the search's per-epoch records).
     """
 
     spec: RunSpec | None = None
@@ -782,11 +934,14 @@ def _load_net(spec: RunSpec, path: Path) -> Any:
     net = spec.build_net()
     checkpoint = path / CHECKPOINT
     if not checkpoint.is_file():
-        if spec["train.epochs"] == 0:
+        if spec["train.epochs"] == 0 and not spec.tangle:
             return net
-        raise RunError(f"the run {path} has no trained supernet yet ({CHECKPOINT} is missing); run `nas train --run {path}`")
+        command = "search" if spec.tangle else "train"
+        raise RunError(f"the run {path} has no trained supernet yet ({CHECKPOINT} is missing); run `nas {command} --run {path}`")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if int(state["epoch"]) < spec["train.epochs"]:
+    if spec.tangle:
+        _check_tangle_finished(state, path, spec["search.budget"])
+    elif int(state["epoch"]) < spec["train.epochs"]:
         raise RunError(
             f"the supernet of {path} is trained for {state['epoch']} of {spec['train.epochs']} epochs; "
             f"run `nas train --run {path}` to finish it"
@@ -794,6 +949,17 @@ def _load_net(spec: RunSpec, path: Path) -> Any:
     net.load_state_dict(state["model"])
     net.eval()
     return net
+
+
+def _check_tangle_finished(state: Mapping[str, Any], path: Path, epochs: int) -> None:
+    """A tangle run's weights are final once it ran all epochs and re-evaluated its architectures with them."""
+    epoch = int(state["epoch"])
+    refreshed = None
+    if (path / STORE).is_file():
+        with EvaluationStore(path / STORE, create=False) as store:
+            refreshed = store.meta("refreshed_epoch")
+    if state.get("recipe", {}).get("kind") != TANGLE or epoch < epochs or refreshed != epoch:
+        raise RunError(f"the tangle search of {path} has run {epoch} of {epochs} epochs; run `nas search --run {path}` to finish it")
 
 
 def load_run(path: str | os.PathLike) -> Run:
@@ -857,7 +1023,8 @@ def run_spec(
     Training resumes from the last epoch's checkpoint and the search from the stored
     evaluations, so a run killed at any moment (even with SIGKILL) and started again
     ends with the same front as an uninterrupted one. Every key is validated before the
-    run directory is created or touched.
+    run directory is created or touched. With searcher ``"tangle"`` there is no training
+    phase: `nas.tangle.search_tangle` trains the supernet and resumes from its checkpoint.
 
     Args:
         spec: as `load_spec` takes it (None: the built-in demo).
@@ -870,16 +1037,23 @@ def run_spec(
     from nas.training import train_supernet
 
     spec = load_spec(spec, **overrides)
+    if train_only and spec.tangle:
+        raise RunError("searcher 'tangle' trains the supernet during its search: run `nas search`, not `nas train`")
     net = spec.build_net()
     data = spec.data(net)
-    train = spec.train_kwargs()
     path = prepare(spec, run)
-    history = train_supernet(net, data, run=path, resume=True, progress=progress, **train)
-    if train_only:
-        result = load_run(path)
-        result._net = net
-        return result
-    result = search(net, data, run=path, progress=progress, **spec.search_kwargs())
+    if spec.tangle:
+        from nas.tangle import search_tangle
+
+        result = search_tangle(net, data, run=path, resume=True, progress=progress, **spec.tangle_kwargs(net))
+        history = result.history
+    else:
+        history = train_supernet(net, data, run=path, resume=True, progress=progress, **spec.train_kwargs())
+        if train_only:
+            result = load_run(path)
+            result._net = net
+            return result
+        result = search(net, data, run=path, progress=progress, **spec.search_kwargs())
     return Run(
         evaluations=result.evaluations,
         objectives=result.objectives,
@@ -908,4 +1082,5 @@ __all__ = [
     "prepare",
     "run_dir",
     "run_spec",
+    "tangle_fields",
 ]

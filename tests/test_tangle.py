@@ -266,6 +266,12 @@ def test_every_evaluation_is_what_evaluate_gives_with_the_final_weights():
     assert [n for n, _ in result.hypervolume_history] == list(range(1, len(keys) + 1))
 
 
+def test_a_latency_objective_is_evaluated_without_being_the_searched_cost():
+    net = search_spaces.get("mlp", depths=(1, 2), widths=(8, 16), ranks=(2, 4))
+    result = search_tangle(net, objectives=["accuracy:max", "params:min", "latency_ms:min"], epochs=1, progress=False)
+    assert result.evaluations[-1].metrics["latency_ms"] > 0
+
+
 def test_bad_arguments_are_rejected_with_their_name():
     net = _net("mlp")
     with pytest.raises(ValueError, match="sampling"):

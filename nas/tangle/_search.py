@@ -113,7 +113,8 @@ def search_tangle(
             ``callable(params, lr) -> Optimizer``.
         arch_weight_decay: weight decay of the architecture parameters.
         latency: ``"table"`` or a `nas.latency.LatencyTable`: expected latency (from the
-            table's entries) becomes available as a cost, and ``latency_ms`` is evaluated.
+            table's entries) becomes available as a cost, and ``latency_ms`` is evaluated
+            (None: ``"table"`` when an objective or the budget is ``latency_ms``).
         evaluate_kwargs: passed to `nas.evaluate` for the recorded architectures, as a
             backend passes them (``batch_size``, ``calibration_batches``, ...; default:
             `nas.evaluate`'s, the local backend's and `nas.export`'s check's).
@@ -153,7 +154,7 @@ def search_tangle(
     if cost_weight and cost_metric is None:
         raise ValueError("cost_weight > 0 needs a cost objective (params, macs or latency_ms) in 'objectives'.")
     budget_metric = Constraint.parse(budget_constraint).metric if budget_constraint is not None else None
-    if latency is None and "latency_ms" in (cost_metric, budget_metric):
+    if latency is None and "latency_ms" in (budget_metric, *(o.name for o in objectives)):
         latency = "table"
     table = _latency_table(net, latency)
     tangle = Tangle(net, combine, table)
@@ -300,12 +301,13 @@ def _refresh(
 ) -> list[Evaluation]:
     """Every recorded architecture but the last (just evaluated) evaluated again with the weights of `epoch`.
 
-    The store is rewritten in place in one transaction that also notes ``refreshed_epoch``,
-    so a resumed search that finds it done evaluates nothing again.
+    The store is rewritten in place in one transaction that notes ``refreshed_epoch``: a
+    resumed search that finds it done evaluates nothing again, and `nas.runs.load_run`
+    knows the stored evaluations are those of the checkpoint's weights.
     """
-    if len(evaluations) < 2 or (store is not None and store.meta("refreshed_epoch") == epoch):
+    if store is not None and store.meta("refreshed_epoch") == epoch:
         return evaluations
-    fresh = score([e.config for e in evaluations[:-1]]) + [evaluations[-1]]
+    fresh = (score([e.config for e in evaluations[:-1]]) if len(evaluations) > 1 else []) + evaluations[-1:]
     if store is not None:
         store.update(fresh[:-1], [space.key(e.config) for e in fresh[:-1]], {**facts(fresh), "refreshed_epoch": epoch})
     return fresh
