@@ -86,6 +86,6 @@ def test_bad_arguments_raise_clear_errors(net, kwargs, message):
 
 def test_tangle_searcher_records_one_architecture_per_epoch(net):
     result = search(net, searcher="tangle", budget=2, progress=False)
-    assert len(result.evaluations) == 2 and all(net.space.contains(e.config) for e in result.evaluations)
+    assert len(result.history) == 2 and all(net.space.contains(e.config) for e in result.evaluations)  # a repeat replaces its evaluation
     with pytest.raises(ValueError, match="use backend='local'"):
         search(net, searcher="tangle", budget=1, backend="ray", progress=False)
