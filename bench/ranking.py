@@ -43,7 +43,7 @@ RECIPES = {
     "mlp": {"epochs": 150, "lr": 1e-2, "batch_size": 64},
     "cnn": {"epochs": 15, "lr": 3e-3, "batch_size": 64},
 }
-SCRATCH_SEEDS = {"mlp": 3, "cnn": 2}
+SCRATCH_SEEDS = {"mlp": 5, "cnn": 3}
 # (label, strategy, distill); the first is the default recipe the targets apply to.
 STRATEGIES = [
     ("sandwich+kl", "sandwich", "kl"),

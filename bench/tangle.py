@@ -13,7 +13,7 @@ searchable ranks, and `cnn`):
   (full run) both retrained from scratch with the same recipe;
 - the peak memory of one training step of the search (architecture step + weight step, as
   `search_tangle` runs them, with the superposition) over one plain sandwich step (largest,
-  smallest and 2 random subnets, in-place distillation), both with their optimizer steps,
+  smallest and the default 4 random subnets, in-place distillation), both with their optimizer steps,
   batch 64, target <= 1.5x: CUDA memory statistics on a GPU, else every tensor storage
   allocated during the step is tracked (a torch dispatch mode) and the peak of the live
   bytes is taken (the largest of 3 steps); the DARTS-style weighted sum is shown beside it.
@@ -135,7 +135,7 @@ def step_costs(family: str, settings: dict, device: torch.device, repeats: int) 
     (x, y), (xv, yv) = next(data.train_batches(BATCH, 0, device)), data.val_batches(BATCH, device)[0]
     loss = torch.nn.CrossEntropyLoss()
     rng = np.random.default_rng(0)
-    sandwich = Sandwich(n=2)
+    sandwich = Sandwich()  # the default step of train_supernet
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
 
     def sandwich_step():
@@ -243,7 +243,7 @@ def plot(panels: list[dict], path: Path) -> Path:
         ax.scatter([e.metrics["params"] for e in front], [e.metrics["accuracy"] for e in front], s=18, c="C0")
         tevs = [e for e in panel["tangle"].evaluations if e.ok]
         ax.scatter([e.metrics["params"] for e in tevs], [e.metrics["accuracy"] for e in tevs], s=22,
-                   c=np.arange(len(tevs)), cmap="Oranges", vmin=-len(tevs) / 2, label="tangle: after each epoch")
+                   c=np.arange(len(tevs)), cmap="Oranges", vmin=-len(tevs) / 2, label="tangle: architectures picked (final weights)")
         last = tevs[-1]
         ax.scatter([last.metrics["params"]], [last.metrics["accuracy"]], marker="*", s=220, c="C3", label="tangle: final")
         ax.set_xscale("log")
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         costs = step_costs(family, settings, device, repeats=2 if args.quick else 5)
         g_net, g_result, g_seconds = guided(family, settings, device, args.seed)
         t_net, t_result, t_seconds = tangle(family, settings, device, args.seed, g_seconds)
-        epochs = len(t_result.evaluations)
+        epochs = len(t_result.history)  # one record per epoch (evaluations: one per distinct architecture)
         final = t_result.evaluations[-1]
         limit = final.metrics["params"]
         ok = [e for e in g_result.evaluations if e.ok]
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         panels.append({"family": family, "guided": g_result, "tangle": t_result, "seconds": (g_seconds, t_seconds)})
     figure = plot(panels, Path(args.out) / "tangle_front.png")
     print(f"tangle vs guided on digits ({device}, {torch.get_num_threads()} thread(s), seed {args.seed}); baseline = guided "
-          f"(sandwich supernet + guided search) for accuracy, params and compute, a sandwich step (n=2) for memory and time")
+          f"(sandwich supernet + guided search) for accuracy, params and compute, a default sandwich step (n=4) for memory and time")
     widths = [max(len(str(r[i])) if i != 3 else 6 for r in rows) for i in range(5)]
     head = ("measured", "tangle", "baseline", "ratio", "target")
     widths = [max(w, len(h)) for w, h in zip(widths, head)]

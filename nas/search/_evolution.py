@@ -36,8 +36,9 @@ class EvolutionSearcher(Searcher):
     Args:
         space: the search space.
         objectives: objectives or their specs (``"accuracy:max"``, ``"params:min"``).
-        population_size: configs per generation and survivors kept; default: a fifth of
-            `budget` between 8 and 50 (50 without a budget), so small budgets still evolve.
+        population_size: configs per generation and survivors kept; default: a tenth of
+            `budget` between 8 and 50 (50 without a budget), so a search gets about ten
+            generations and small budgets still evolve.
         budget: the expected number of evaluations (only sets the default population).
         crossover_prob: probability that a child is a crossover of two parents (else a
             copy of one) before mutation.
@@ -64,7 +65,7 @@ class EvolutionSearcher(Searcher):
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
             raise ValueError(f"The 'budget' parameter must be None or an int >= 1, got {budget!r}.")
         if population_size is None:
-            population_size = min(50, max(8, budget // 5)) if budget else 50
+            population_size = min(50, max(8, budget // 10)) if budget else 50
         if isinstance(population_size, bool) or not isinstance(population_size, int) or population_size < 2:
             raise ValueError(f"The 'population_size' parameter must be an int >= 2, got {population_size!r}.")
         if not (isinstance(crossover_prob, (int, float)) and 0 <= crossover_prob <= 1):

@@ -53,7 +53,9 @@ class OptunaSearcher(Searcher):
             ``optuna.samplers.BaseSampler`` instance (then `seed` and `sampler_kwargs` do
             not apply to it).
         sampler_kwargs: extra constructor arguments of the named sampler
-            (e.g. ``{"population_size": 20}`` for ``"nsga2"``).
+            (e.g. ``{"population_size": 20}`` for ``"nsga2"``). ``"tpe"`` defaults to
+            ``multivariate=True, group=True`` (joint model per group of dimensions that
+            are active together, Optuna's setting for conditional spaces).
         max_retries: how many already-seen proposals to skip per config before taking a
             neighbour of the last one.
         seed: seed of the sampler and of the random fallback.
@@ -116,6 +118,8 @@ class OptunaSearcher(Searcher):
                 f"{', '.join(p for p in accepted if p != 'self')}"
             )
         defaults: dict[str, Any] = {"seed": seed}
+        if sampler == "tpe":  # Optuna's advice for conditional (define-by-run) spaces: model dimensions jointly, per group
+            defaults.update(multivariate=True, group=True)
         if sampler in ("gp", "qmc"):  # conditional dimensions are sampled independently: no warnings
             defaults["warn_independent_sampling"] = False
         if sampler == "qmc":
