@@ -193,7 +193,7 @@ SEARCHERS = {
         "random",
         "evolution",
         "guided",
-        pytest.param("optuna", marks=pytest.mark.xfail(reason="OptunaSearcher's sampler keeps RNG and trial state that a resumed study does not rebuild", strict=False)),
+        "optuna",
     ],
 )
 def test_resumed_search_proposes_what_the_uninterrupted_one_did(tmp_path, name):
@@ -208,6 +208,26 @@ def test_resumed_search_proposes_what_the_uninterrupted_one_did(tmp_path, name):
     assert resumed.reference == whole.reference
     with EvaluationStore(tmp_path / "split" / "evaluations.sqlite", create=False) as store:
         assert store.keys() == keys
+
+
+def test_resumed_optuna_nsga2_search_proposes_what_the_uninterrupted_one_did(tmp_path):
+    net = _Net()
+    kwargs = dict(searcher="optuna", backend=_Instant(net), seed=5, progress=False,
+                  searcher_kwargs={"sampler": "nsga2", "sampler_kwargs": {"population_size": 12}})
+    whole = search(net, budget=72, run=tmp_path / "whole", **kwargs)
+    search(net, budget=40, run=tmp_path / "split", **kwargs)  # stops inside NSGA-II's second generation
+    resumed = search(net, budget=72, run=tmp_path / "split", **kwargs)
+    assert [net.space.key(e.config) for e in resumed.evaluations] == [net.space.key(e.config) for e in whole.evaluations]
+
+
+def test_optuna_search_resumed_with_another_seed_continues_without_repeats(tmp_path):
+    net = _Net()
+    kwargs = dict(searcher="optuna", backend=_Instant(net), progress=False, searcher_kwargs=SEARCHERS["optuna"])
+    first = search(net, budget=24, run=tmp_path, seed=1, **kwargs)
+    resumed = search(net, budget=48, run=tmp_path, seed=2, **kwargs)  # its replay diverges at once
+    keys = [net.space.key(e.config) for e in resumed.evaluations]
+    assert len(keys) == len(set(keys)) == 48
+    assert keys[:24] == [net.space.key(e.config) for e in first.evaluations]
 
 
 def test_search_refuses_a_run_searched_for_other_objectives(tmp_path):

@@ -134,6 +134,17 @@ class Searcher:
         self.evaluations.extend(t.evaluation for t in new)
         self._tell(new)
 
+    def resume(self, evaluations: Sequence[Evaluation], batches: Sequence[int]) -> None:
+        """Rebuild the state of a stored search: its evaluations, and where each asked batch ends.
+
+        A fresh searcher given a run's evaluations this way proposes next what the
+        uninterrupted searcher would have. The default tells them all at once, which is
+        exact for searchers whose state depends only on the told evaluations and their order;
+        a searcher whose state also depends on how it was asked (a sampler's own random
+        stream) replays the batches instead.
+        """
+        self.tell(evaluations)
+
     # -- hooks for subclasses ------------------------------------------------------------
     def _ask(self, n: int) -> list[Config]:
         """Up to `n` proposals; repeats are dropped and the shortfall is filled at random."""

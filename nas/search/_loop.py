@@ -120,7 +120,7 @@ def search(
             history.append((end, tracker.hypervolume()))
             start = end
         if evaluations:
-            searcher.tell(evaluations)
+            searcher.resume(evaluations, batches)
     except BaseException:
         if store is not None:
             store.close()

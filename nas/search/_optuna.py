@@ -32,9 +32,10 @@ class OptunaSearcher(Searcher):
     already told or pending, that trial is finished at once (with the known values, as
     failed, or as pruned while pending) and the sampler asked again, up to `max_retries`
     times; then an unseen neighbour of its last proposal (a `mutate` of it), or else a
-    random unseen config, is enqueued as the trial instead. Told evaluations that this
-    searcher did not ask (a resumed run) enter the study with ``study.add_trials``; failed
-    evaluations become ``FAIL`` trials. Optuna's info logging is silenced.
+    random unseen config, is enqueued as the trial instead. A resumed run is replayed
+    (`resume`), so a seeded search continues exactly; told evaluations that this searcher
+    did not ask enter the study with ``study.add_trials``; failed evaluations become
+    ``FAIL`` trials. Optuna's info logging is silenced.
 
     Example:
         >>> from nas import Choice, Evaluation, SearchSpace
@@ -187,6 +188,39 @@ class OptunaSearcher(Searcher):
                 trial = self.study.ask()
                 self._suggest(trial)
                 self._open[key] = trial
+
+    # -- resume --------------------------------------------------------------------------
+    def resume(self, evaluations, batches) -> None:
+        """Replay the stored search: ask each stored batch again and tell its evaluations.
+
+        The sampler keeps state the evaluations alone do not rebuild (its random stream, the
+        trials it closed as repeats, NSGA-II's generations), so a seeded searcher is asked
+        again batch by batch; while it proposes exactly the stored configs, its study ends
+        as the uninterrupted one was. From the first batch it proposes otherwise (another
+        seed or sampler than the stored run's), those trials are closed as pruned and the
+        rest is told as it is.
+        """
+        start = 0
+        for end in batches:
+            batch = list(evaluations[start:end])
+            asked = self.ask(len(batch))
+            keys = [self.space.key(self.space.validate(e.config)) for e in batch]
+            if [self.space.key(c) for c in asked] != keys:
+                self._release(asked)
+                break
+            self.tell(batch)
+            start = end
+        self.tell(evaluations[start:])
+
+    def _release(self, configs: list[Config]) -> None:
+        """Close the trials of asked configs that will never be told (pruned) and free them."""
+        state = self._optuna.trial.TrialState
+        for config in configs:
+            key = self.space.key(config)
+            trial = self._open.pop(key, None)
+            if trial is not None:
+                self.study.tell(trial, state=state.PRUNED)
+            self._pending.discard(key)
 
     # -- tell ----------------------------------------------------------------------------
     def _tell(self, told: list[Told]) -> None:
