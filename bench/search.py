@@ -7,7 +7,7 @@ best accuracy under a params budget as improvement over the average random archi
 under that budget (points). Plain Optuna NSGA-II and TPE, in their own study loop at the
 same budget, are the outside baseline.
 
-    python bench/search.py [--check] [--quick]
+    python bench/search.py [--check] [--quick] [--init-seed N]
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--init-seed", type=int, default=0, help="seed of the supernet's initial weights (another supernet)")
     parser.add_argument("--budgets", type=int, nargs="+", default=[50, 100, 200])
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 epochs, 2 seeds, budgets 50 100")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)  # tiny models: one thread is as fast and immune to oversubscription
-    torch.manual_seed(0)  # the supernet's initial weights: the whole benchmark is deterministic
+    torch.manual_seed(args.init_seed)  # the supernet's initial weights: the whole benchmark is deterministic
     net = search_spaces.get("mlp")
     start = time.perf_counter()
     train_supernet(net, epochs=args.epochs, lr=args.lr, progress=False, seed=0)  # the mlp recipe of bench/ranking.py
