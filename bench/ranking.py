@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     with ctx.Pool(args.jobs, initializer=_init_worker) as pool:
         for kind, family, key, value, seconds in pool.imap_unordered(_job, jobs):
             results[(kind, family, key)] = (value, seconds)
+        pool.close()  # a clean exit: the context manager alone terminates the workers (leaked semaphores)
+        pool.join()
     train_wall = time.perf_counter() - began
 
     from nas.latency import LatencyTable
