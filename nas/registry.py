@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -74,3 +74,23 @@ class Registry(Generic[T]):
                     f"its parameters are: {', '.join(params)}"
                 )
         return cls(*args, **kwargs)
+
+
+def instance_or_named(value: Any, base: type, entries: Mapping[str, Callable[..., Any]], parameter: str, **kwargs: Any) -> Any:
+    """`value` when it is a `base` instance, else the entry of `entries` it names, built with `kwargs`.
+
+    Example:
+        >>> instance_or_named("list", list, {"list": list}, "kind")
+        []
+        >>> instance_or_named("set", list, {"list": list}, "kind")
+        Traceback (most recent call last):
+        ValueError: The 'kind' parameter must be one of ['list'] or a list, got 'set'.
+    """
+    what = base.__name__.lower()
+    if isinstance(value, base):
+        if kwargs:
+            raise ValueError(f"{what} arguments can only be given with a {what} name")
+        return value
+    if value not in entries:
+        raise ValueError(f"The {parameter!r} parameter must be one of {sorted(entries)} or a {base.__name__}, got {value!r}.")
+    return entries[value](**kwargs)

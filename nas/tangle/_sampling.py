@@ -7,6 +7,8 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from nas.registry import instance_or_named
+
 SAMPLERS: dict[str, type[Sampler]] = {}
 
 
@@ -110,10 +112,4 @@ class Dirichlet(Sampler):
 
 def get_sampler(sampler: str | Sampler, **kwargs) -> Sampler:
     """A sampler from its registry name (built with `kwargs`) or an instance."""
-    if isinstance(sampler, Sampler):
-        if kwargs:
-            raise ValueError("sampler arguments can only be given with a sampler name")
-        return sampler
-    if sampler not in SAMPLERS:
-        raise ValueError(f"The 'sampling' parameter must be one of {sorted(SAMPLERS)} or a Sampler, got {sampler!r}.")
-    return SAMPLERS[sampler](**kwargs)
+    return instance_or_named(sampler, Sampler, SAMPLERS, "sampling", **kwargs)

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from nas.registry import instance_or_named
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 STRATEGIES: dict[str, type[Strategy]] = {}
 
@@ -67,10 +69,4 @@ class Strategy:
 
 def get_strategy(strategy: str | Strategy, **kwargs: Any) -> Strategy:
     """A strategy instance from a registry name (built with `kwargs`) or an instance."""
-    if isinstance(strategy, Strategy):
-        if kwargs:
-            raise ValueError("strategy arguments can only be given with a strategy name")
-        return strategy
-    if strategy not in STRATEGIES:
-        raise ValueError(f"The 'strategy' parameter must be one of {sorted(STRATEGIES)} or a Strategy, got {strategy!r}.")
-    return STRATEGIES[strategy](**kwargs)
+    return instance_or_named(strategy, Strategy, STRATEGIES, "strategy", **kwargs)
