@@ -393,7 +393,7 @@ def test_kill9_during_search_then_resume_loses_only_the_batch_in_flight(kill_set
     _same_as_uninterrupted(root, run)
 
 
-@pytest.mark.parametrize("module", ["nas.runs", "nas._toml", "nas.store", "nas.export", "nas.report"])
+@pytest.mark.parametrize("module", ["nas.runs", "nas.runs._spec", "nas.runs._run", "nas._toml", "nas.store", "nas.export", "nas.report"])
 def test_docstring_examples_run(module):
     import doctest
     import importlib

@@ -1,0 +1,73 @@
+"""Run directories: one spec repeats a whole run, and a killed run resumes where it stopped.
+
+A run lives in ``runs/<name>/``: ``spec.toml`` (everything needed to repeat it), the
+supernet checkpoint ``supernet.pt``, the evaluations database ``evaluations.sqlite``,
+``front.json``, the report and exports. `run_spec` trains the supernet (resuming from its
+checkpoint) and searches it (resuming from the stored evaluations); `load_run` gives the
+result back with the trained supernet loadable.
+
+The spec has one schema (`FIELDS`), validated in one place (`RunSpec`), and reached three
+ways that take the same names: a TOML file, the ``nas`` command's flags, and keyword
+arguments of `run_spec` / `load_spec`:
+
+========================  ======================  ===========================================
+spec key                  flag / keyword          meaning
+========================  ======================  ===========================================
+``name``                                          run name: the run directory is ``runs/<name>``
+``seed``                  ``--seed``              seed of the supernet's init, training and search
+``space.family``          ``--space``             supernet family (``nas spaces``)
+``space.args``                                    the family's arguments
+``data.source``                                   ``"digits"`` or ``"package.module:function"``
+``data.args``                                     arguments of the data source
+``train.*``               ``--epochs``            training recipe (strategy, epochs, lr, ...)
+``evaluate.*``                                    evaluation settings (BatchNorm calibration, latency)
+``search.searcher``       ``--searcher``          searcher name (``nas.search.names()``)
+``search.objectives``     ``--objectives``        e.g. ``["accuracy:max", "params:min"]``
+``search.budget``         ``--budget``            total evaluations
+``search.args``                                   the searcher's arguments
+``backend.name``          ``--backend``           ``"local"`` or ``"ray"``
+``backend.address``       ``--ray-address``       Ray cluster address (``"auto"``)
+``backend.args``                                  the backend's own arguments
+========================  ======================  ===========================================
+
+With ``search.searcher = "tangle"`` (gradient search, `nas.tangle.search_tangle`) the
+supernet is trained by the search itself: ``search.budget`` is its epochs (one recorded
+architecture each), ``search.args`` holds its options (`tangle_fields`: cost_weight,
+budget_constraint, sampling, combine, lr, arch_lr, ...), and the ``[train]`` section does
+not apply (a ``train.*`` key or ``--epochs`` is refused, and ``nas train`` too).
+
+Example:
+    >>> spec = load_spec({"name": "tiny", "space": {"args": {"depths": [1], "widths": [16], "ranks": [4]}}}, budget=4)
+    >>> spec["search.budget"], spec["space.family"], spec["train.strategy"]
+    (4, 'mlp', 'sandwich')
+    >>> load_spec({"search": {"budgt": 4}})
+    Traceback (most recent call last):
+    ...
+    nas.runs.SpecError: unknown spec key 'search.budgt'; the keys of [search] are: searcher, objectives, budget, batch_size, args
+"""
+
+from nas._toml import dumps_toml
+from nas.runs._errors import RunError, SpecError
+from nas.runs._run import Run, load_run, prepare, run_dir, run_spec
+from nas.runs._schema import FIELDS, Field, flags
+from nas.runs._spec import DEMO, SPEC, RunSpec, load_spec
+from nas.runs._tangle import tangle_fields
+
+__all__ = [
+    "DEMO",
+    "FIELDS",
+    "SPEC",
+    "Field",
+    "Run",
+    "RunError",
+    "RunSpec",
+    "SpecError",
+    "dumps_toml",
+    "flags",
+    "load_run",
+    "load_spec",
+    "prepare",
+    "run_dir",
+    "run_spec",
+    "tangle_fields",
+]

@@ -1,0 +1,235 @@
+"""Run directories: `prepare` one for a spec, `run_spec` trains and searches in it, `load_run` reads its `Run` back."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nas.result import SearchResult, hypervolume_history
+from nas.runs._errors import RunError
+from nas.runs._schema import TANGLE
+from nas.runs._spec import SPEC, RunSpec, load_spec
+from nas.store import FILENAME as STORE
+from nas.store import EvaluationStore
+
+CHECKPOINT = "supernet.pt"
+RUNS = Path("runs")
+
+
+def run_dir(spec: RunSpec, run: str | os.PathLike | None = None) -> Path:
+    """Where the run of `spec` lives: `run` when given, else ``runs/<name>``."""
+    return Path(run) if run is not None else RUNS / spec.name
+
+
+def prepare(spec: RunSpec, run: str | os.PathLike | None = None) -> Path:
+    """Check that the run directory is new or holds this same run, then write its ``spec.toml``.
+
+    Budget and backend may change between sessions (raise the budget to extend a run);
+    any other difference raises `RunError` and leaves the directory untouched.
+    """
+    path = run_dir(spec, run)
+    if path.exists() and not path.is_dir():
+        raise RunError(f"the run directory {path} is a file")
+    stored_path = path / SPEC
+    if stored_path.is_file():
+        stored = RunSpec.load(stored_path).resolve()
+        diffs = stored.differences(spec)
+        if diffs:
+            key, before, now = diffs[0]
+            more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+            raise RunError(
+                f"{path} holds a run with {key} = {_short(before)}, not {_short(now)}{more}; "
+                f"use another run directory (--run) or remove {path}"
+            )
+    elif (path / STORE).exists() or (path / CHECKPOINT).exists():
+        raise RunError(f"{path} holds run files but no {SPEC}; use another run directory (--run)")
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = stored_path.with_suffix(".toml.tmp")
+    tmp.write_text(spec.to_toml())
+    os.replace(tmp, stored_path)
+    return path
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@dataclass
+class Run(SearchResult):
+    """A run directory's result: a `SearchResult` with its spec and the trained supernet.
+
+    Example:
+        >>> import tempfile
+        >>> run = run_spec({"name": "tiny", "space": {"args": {"depths": [1], "widths": [16], "ranks": [4]}},
+        ...                 "train": {"epochs": 1}}, run=tempfile.mkdtemp(), budget=1, progress=False)
+        >>> len(load_run(run.run).evaluations), load_run(run.run).net.family
+        (1, 'mlp')
+
+    Attributes:
+        spec: the run's `RunSpec`.
+        history: the supernet's per-epoch training records (tangle: the search's per-epoch records).
+    """
+
+    spec: RunSpec | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    _net: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def net(self) -> Any:
+        """The trained supernet (loaded from the checkpoint on first use)."""
+        if self._net is None:
+            self._net = _load_net(self.spec, self.run)
+        return self._net
+
+    def data(self) -> Any:
+        """The run's data (a `nas.data.Data`)."""
+        return self.spec.data(self.net)
+
+    def summary(self) -> str:
+        """Counts, hypervolume, the front table and where the files are."""
+        return f"run {self.spec.name!r}: " + super().summary()
+
+
+def _load_net(spec: RunSpec, path: Path) -> Any:
+    import torch
+
+    net = spec.build_net()
+    checkpoint = path / CHECKPOINT
+    if not checkpoint.is_file():
+        if spec["train.epochs"] == 0 and not spec.tangle:
+            return net
+        command = "search" if spec.tangle else "train"
+        raise RunError(f"the run {path} has no trained supernet yet ({CHECKPOINT} is missing); run `nas {command} --run {path}`")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if spec.tangle:
+        _check_tangle_finished(state, path, spec["search.budget"])
+    elif int(state["epoch"]) < spec["train.epochs"]:
+        raise RunError(
+            f"the supernet of {path} is trained for {state['epoch']} of {spec['train.epochs']} epochs; "
+            f"run `nas train --run {path}` to finish it"
+        )
+    net.load_state_dict(state["model"])
+    net.eval()
+    return net
+
+
+def _check_tangle_finished(state: Mapping[str, Any], path: Path, epochs: int) -> None:
+    """A tangle run's weights are final once it ran all epochs and re-evaluated its architectures with them."""
+    epoch = int(state["epoch"])
+    refreshed = None
+    if (path / STORE).is_file():
+        with EvaluationStore(path / STORE, create=False) as store:
+            refreshed = store.meta("refreshed_epoch")
+    if state.get("recipe", {}).get("kind") != TANGLE or epoch < epochs or refreshed != epoch:
+        raise RunError(f"the tangle search of {path} has run {epoch} of {epochs} epochs; run `nas search --run {path}` to finish it")
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """The result of the run in directory `path` (read only: nothing there is changed).
+
+    Example:
+        >>> load_run("no/such/run")
+        Traceback (most recent call last):
+        ...
+        nas.runs.RunError: no run at no/such/run: it has no spec.toml
+    """
+    path = Path(path)
+    if not (path / SPEC).is_file():
+        raise RunError(f"no run at {path}: it has no {SPEC}")
+    spec = load_spec(path)
+    from nas.pareto import parse_objectives
+
+    objectives = parse_objectives(spec["search.objectives"])
+    evaluations: list = []
+    ends: list[int] = []
+    reference = None
+    if (path / STORE).is_file():
+        with EvaluationStore(path / STORE, create=False) as store:
+            evaluations, ends = store.load_batches()
+            stored = store.meta("reference")
+        if stored:
+            reference = {k: (math.inf if v is None else float(v)) for k, v in stored.items()}
+    net = None
+    if reference is None:
+        from nas.search._loop import _default_reference
+
+        net = spec.build_net()
+        reference = {k: (math.inf if v is None else v) for k, v in _default_reference(net, objectives).items()}
+    history = []
+    if (path / CHECKPOINT).is_file():
+        import torch
+
+        history = torch.load(path / CHECKPOINT, map_location="cpu", weights_only=True)["history"]
+    return Run(
+        evaluations=evaluations,
+        objectives=objectives,
+        space=(net or spec.build_net()).space,
+        reference=reference,
+        hypervolume_history=hypervolume_history(evaluations, objectives, reference, ends) if evaluations else [],
+        run=path,
+        spec=spec,
+        history=history,
+    )
+
+
+def run_spec(
+    spec: str | os.PathLike | Mapping[str, Any] | RunSpec | None = None,
+    *,
+    run: str | os.PathLike | None = None,
+    train_only: bool = False,
+    progress: bool = True,
+    **overrides: Any,
+) -> Run:
+    """Train the spec's supernet and search it, resuming whatever the run directory already holds.
+
+    Training resumes from the last epoch's checkpoint and the search from the stored
+    evaluations, so a run killed at any moment (even with SIGKILL) and started again
+    ends with the same front as an uninterrupted one. Every key is validated before the
+    run directory is created or touched. With searcher ``"tangle"`` there is no training
+    phase: `nas.tangle.search_tangle` trains the supernet and resumes from its checkpoint.
+
+    Args:
+        spec: as `load_spec` takes it (None: the built-in demo).
+        run: the run directory (default ``runs/<name>``).
+        train_only: stop after training (``nas train``).
+        progress: progress bars for training and search.
+        **overrides: spec keys by flag name (``budget=``, ``searcher=``, ...; see `load_spec`).
+    """
+    from nas.search._loop import search
+    from nas.training import train_supernet
+
+    spec = load_spec(spec, **overrides)
+    if train_only and spec.tangle:
+        raise RunError("searcher 'tangle' trains the supernet during its search: run `nas search`, not `nas train`")
+    net = spec.build_net()
+    data = spec.data(net)
+    path = prepare(spec, run)
+    if spec.tangle:
+        from nas.tangle import search_tangle
+
+        result = search_tangle(net, data, run=path, resume=True, progress=progress, **spec.tangle_kwargs(net))
+        history = result.history
+    else:
+        history = train_supernet(net, data, run=path, resume=True, progress=progress, **spec.train_kwargs())
+        if train_only:
+            result = load_run(path)
+            result._net = net
+            return result
+        result = search(net, data, run=path, progress=progress, **spec.search_kwargs())
+    return Run(
+        evaluations=result.evaluations,
+        objectives=result.objectives,
+        space=result.space,
+        reference=result.reference,
+        hypervolume_history=result.hypervolume_history,
+        run=path,
+        spec=spec,
+        history=history,
+        _net=net.eval(),
+    )
