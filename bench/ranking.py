@@ -41,7 +41,9 @@ sys.path.insert(0, str(ROOT))
 # Per-family recipe, the same for the supernet and for every from-scratch subnet.
 RECIPES = {
     "mlp": {"epochs": 150, "lr": 1e-2, "batch_size": 64},
-    "cnn": {"epochs": 15, "lr": 3e-3, "batch_size": 64},
+    # lr 3e-3 left the small cnn subnets under-trained from scratch (smallest 93.6% vs 96.3%
+    # at 1e-2, 3 seeds), so the "truth" ranked how fast a subnet learns, not how good it is.
+    "cnn": {"epochs": 15, "lr": 1e-2, "batch_size": 64},
 }
 SCRATCH_SEEDS = {"mlp": 5, "cnn": 3}
 # (label, strategy, distill); the first is the default recipe the targets apply to.
@@ -170,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     from nas.latency import LatencyTable
 
     rows: list[dict] = []
+    notes: list[str] = []
     for family in families:
         plan = plans[family]
         configs, seeds, n = plan["configs"], plan["seeds"], len(plan["configs"])
@@ -194,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
             ceiling = float(np.mean([_kendall(scratch[s], np.delete(scratch, s, 0).mean(0)) for s in range(seeds)]))
             rows.append(dict(family=family, measure="kendall tau, scratch seed vs other seeds", method=f"{seeds} seeds",
                              value=ceiling, baseline=math.nan, baseline_name="noise ceiling", target="-", ok=None))
+            if ceiling < TAU_TARGET:
+                notes.append(f"[{family}] the noise ceiling ({ceiling:.3f}) is below the tau target ({TAU_TARGET}): one from-scratch "
+                             "seed ranks the other seeds' mean worse than the target asks of the supernet, so here the target "
+                             "cannot be told apart from seed noise")
         _, inherited, seconds = taus[default]
         largest, smallest = plan["net"].largest(), plan["net"].smallest()
         for which, index, gap in (("largest", configs.index(largest), LARGEST_GAP), ("smallest", configs.index(smallest), SMALLEST_GAP)):
@@ -221,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)))
     recipes = "; ".join(f"{f}: {plans[f]['recipe']}, {plans[f]['seeds']} scratch seeds" for f in families)
     print(f"recipes {recipes}")
+    for note in notes:
+        print(note)
     print(f"wall {time.perf_counter() - began:.0f} s (training {train_wall:.0f} s on {args.jobs} workers x 1 thread)")
     missed = [r for r in rows if r["ok"] is False]
     return 1 if args.check and missed else 0
