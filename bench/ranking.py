@@ -1,7 +1,7 @@
 """Does a trained supernet rank its subnets truthfully? (issue 4)
 
 For each family (mlp, cnn) on the built-in digits data: train the supernet with the
-sandwich rule + in-place distillation (KL, and AlphaNet's alpha-divergence) and with
+sandwich rule + in-place distillation (KL, AlphaNet's alpha-divergence, and none) and with
 uniform sampling (SPOS; plus ordered dropout where the family has low-rank layers), pick 16
 subnets spread evenly over the log-MACs range, train each from scratch with the same recipe
 (epochs, lr, batch size; several seeds, averaged), and report on the held-out samples
@@ -50,6 +50,7 @@ SCRATCH_SEEDS = {"mlp": 5, "cnn": 3}
 STRATEGIES = [
     ("sandwich+kl", "sandwich", "kl"),
     ("sandwich+alpha", "sandwich", "alpha"),
+    ("sandwich+none", "sandwich", False),
     ("uniform", "uniform", False),
     ("ordered_dropout", "ordered_dropout", False),
 ]
