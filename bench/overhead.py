@@ -107,7 +107,7 @@ def persistence_timer():
     """Accumulate the seconds spent opening, reading and writing the run directory (store and front.json)."""
     spent = [0.0]
     patched = [(EvaluationStore, name) for name in ("__init__", "append", "load_batches", "meta", "close")]
-    patched.append((_loop, "_write_front"))
+    patched.append((_loop, "write_front"))
     originals = [getattr(owner, name) for owner, name in patched]
 
     def timed(fn):

@@ -92,7 +92,7 @@ def evaluate(
     home = net.device
     target = torch.device(device) if device is not None else home
     results: list[Evaluation] = []
-    with _preserved(net):
+    with preserved(net):
         if target != home:
             net.to(target)
         try:
@@ -207,7 +207,7 @@ def recalibrate(net: nn.Module, inputs: Sequence[torch.Tensor], norms: Sequence[
 
 
 @contextmanager
-def _preserved(net: nn.Module):
+def preserved(net: nn.Module):
     """Restore train/eval modes and running statistics of `net` on exit."""
     modes = [(m, m.training) for m in net.modules()]
     saved = []

@@ -244,10 +244,10 @@ def extract_calibrated(net: Any, config: Mapping[str, Any], data: Any, *, batch_
 
     The supernet's own statistics and modes are restored afterwards.
     """
-    from nas.evaluate import _preserved, norm_layers, recalibrate
+    from nas.evaluate import norm_layers, preserved, recalibrate
 
     norms = norm_layers(net)
-    with _preserved(net):
+    with preserved(net):
         with net.activate(config):
             if norms and calibration_batches:
                 recalibrate(net, data.calibration_inputs(calibration_batches, batch_size, seed, net.device), norms)

@@ -248,7 +248,7 @@ def _trace_run(net: Supernet, config: Config, inputs: dict[int, tuple]) -> _Trac
             if next(module.children(), None) is not None and not own:
                 return
             params = sum(p.numel() for p in own)
-            macs = _dense_macs(module, args, output)
+            macs = dense_macs(module, args, output)
             attrs = {"op": type(module).__name__.lower()}
             if isinstance(output, torch.Tensor):
                 attrs["out"] = list(output.shape[1:])
@@ -275,7 +275,7 @@ def _trace_run(net: Supernet, config: Config, inputs: dict[int, tuple]) -> _Trac
     return _Trace(int(state["params"]), int(state["macs"]), graph)
 
 
-def _dense_macs(module: nn.Module, args: tuple, output: Any) -> int:
+def dense_macs(module: nn.Module, args: tuple, output: Any) -> int:
     """Per-sample MACs of a plain linear or conv layer (0 for other layers)."""
     if isinstance(module, nn.Linear):
         return output[0].numel() * module.in_features

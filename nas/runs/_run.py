@@ -157,10 +157,10 @@ def load_run(path: str | os.PathLike) -> Run:
             reference = {k: (math.inf if v is None else float(v)) for k, v in stored.items()}
     net = None
     if reference is None:
-        from nas.search._loop import _default_reference
+        from nas.search._loop import default_reference
 
         net = spec.build_net()
-        reference = {k: (math.inf if v is None else v) for k, v in _default_reference(net, objectives).items()}
+        reference = {k: (math.inf if v is None else v) for k, v in default_reference(net, objectives).items()}
     history = []
     if (path / CHECKPOINT).is_file():
         import torch

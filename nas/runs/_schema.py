@@ -94,9 +94,9 @@ def _backends() -> list[str]:
 
 
 def _training_defaults() -> dict[str, Any]:
-    from nas.training import _loop
+    from nas.training._recipe import BATCH_SIZE, EPOCHS, LR, WEIGHT_DECAY
 
-    return {"epochs": _loop.EPOCHS, "lr": _loop.LR, "batch_size": _loop.BATCH_SIZE, "weight_decay": _loop.WEIGHT_DECAY}
+    return {"epochs": EPOCHS, "lr": LR, "batch_size": BATCH_SIZE, "weight_decay": WEIGHT_DECAY}
 
 
 _TRAIN = _training_defaults()

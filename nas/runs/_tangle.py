@@ -13,7 +13,7 @@ from nas.runs._schema import Field, _check, _first_line, _normal, _plain_value
 def tangle_fields() -> dict[str, Field]:
     """The options of searcher ``"tangle"`` (`nas.tangle.search_tangle`'s) that a spec's ``search.args`` may set."""
     from nas.tangle import COMBINES, SAMPLERS
-    from nas.training._loop import OPTIMIZERS, SCHEDULES
+    from nas.training._recipe import OPTIMIZERS, SCHEDULES
 
     fields = (
         Field("search.args.cost_weight", "float", None, "weight of the expected cost, as a fraction of the largest subnet's", minimum=0),

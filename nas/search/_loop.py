@@ -112,7 +112,7 @@ def search(
                 )
             if reference is None:
                 reference = _plain_reference(store.meta("reference"))
-        tracker = _FrontTracker(objectives, reference or _default_reference(net, objectives))
+        tracker = _FrontTracker(objectives, reference or default_reference(net, objectives))
         history: list[tuple[int, float]] = []
         start = 0
         for end in batches:  # batch by batch, as the uninterrupted search saw them
@@ -167,7 +167,7 @@ def search(
         run=Path(run) if run is not None else None,
     )
     if run is not None:
-        _write_front(result)
+        write_front(result)
     return result
 
 
@@ -191,7 +191,7 @@ def _cost_function(net: Any, backend: Backend | None):
     return cost
 
 
-def _default_reference(net: Any, objectives: list[Objective]) -> dict[str, float | None]:
+def default_reference(net: Any, objectives: list[Objective]) -> dict[str, float | None]:
     """Accuracy 0, analytic costs 1.1x the largest subnet's; others decided by the first batch."""
     largest = net.cost(net.largest())
     out: dict[str, float | None] = {}
@@ -243,7 +243,8 @@ def _progress(enabled: bool, total: int, done: int):
     return tqdm(total=total, initial=done, desc="search", unit="eval", dynamic_ncols=True)
 
 
-def _write_front(result: SearchResult) -> None:
+def write_front(result: SearchResult) -> None:
+    """Write the result's Pareto front, objectives, reference and hypervolume to front.json in its run directory."""
     front = [e.to_dict() for e in result.front]
     payload = {
         "objectives": [[o.name, o.direction] for o in result.objectives],

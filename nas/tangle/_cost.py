@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas.supernet import _dense_macs
+from nas.supernet import dense_macs
 from nas.tangle._layout import Atom, AtomSet, Layout, Unit, merge, single_thread, with_values
 
 METRICS = ("params", "macs", "latency_ms")
@@ -108,7 +108,7 @@ def _variant_cost(unit: Unit, atom: Atom, values: Mapping[str, Any]) -> tuple[in
         macs = 0
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             with torch.no_grad():
-                macs = _dense_macs(module, inputs, module(*inputs))
+                macs = dense_macs(module, inputs, module(*inputs))
         attrs = {"op": type(module).__name__}
     key = (unit.name, atom.obs.shapes, json.dumps(attrs, sort_keys=True, default=str))
     return int(params), int(macs), key

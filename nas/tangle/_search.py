@@ -141,8 +141,12 @@ def search_tangle(
     _check(epochs=epochs, cost_weight=cost_weight, warmup_epochs=warmup_epochs, arch_lr=arch_lr, seed=seed)
     if resume and run is None:
         raise ValueError("resume=True needs the run directory: pass run=...")
-    from nas.training._loop import _check as check_recipe
-    from nas.training._loop import _optimizer, _schedule, _steps_per_epoch
+    from nas.training._recipe import (
+        check_recipe,
+        make_optimizer,
+        make_schedule,
+        steps_per_epoch,
+    )
 
     check_recipe(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed)
     sampler = get_sampler(sampling)
@@ -169,8 +173,8 @@ def search_tangle(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     arch = ArchParameters(net.space, generator=torch.Generator().manual_seed(seed)).to(device)
-    opt_w = _optimizer(optimizer, [p for p in net.parameters() if p.requires_grad], lr, weight_decay)
-    sched = _schedule(schedule, opt_w, max(1, epochs * _steps_per_epoch(data, batch_size)))
+    opt_w = make_optimizer(optimizer, [p for p in net.parameters() if p.requires_grad], lr, weight_decay)
+    sched = make_schedule(schedule, opt_w, max(1, epochs * steps_per_epoch(data, batch_size)))
     opt_a = _arch_optimizer(arch_optimizer, list(arch.parameters()), arch_lr, arch_weight_decay)
     cost = CostObjective(tangle, sampler, cost_metric, cost_weight, scale, budget)
     steps = BiLevel(tangle, arch, sampler, loss_fn, opt_w, opt_a, cost, ordered_dropout, second_order, grad_clip, rng)
@@ -279,9 +283,9 @@ def search_tangle(
     result.arch = arch  # the learned architecture parameters
     result.history = history
     if run is not None and evaluations:
-        from nas.search._loop import _write_front
+        from nas.search._loop import write_front
 
-        _write_front(result)
+        write_front(result)
     return result
 
 

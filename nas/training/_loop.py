@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -17,19 +17,20 @@ from nas.data import Data, resolve
 from nas.evaluate import default_loss, evaluate, score
 from nas.training._base import LossFn, Strategy, get_strategy
 from nas.training._distill import DistillFn, make_distill
+from nas.training._recipe import (
+    BATCH_SIZE,
+    EPOCHS,
+    LR,
+    WEIGHT_DECAY,
+    OptimizerSpec,
+    ScheduleSpec,
+    check_recipe,
+    make_optimizer,
+    make_schedule,
+    steps_per_epoch,
+)
 
 CHECKPOINT = "supernet.pt"
-OPTIMIZERS = ("adamw", "adam", "sgd")
-SCHEDULES = ("cosine", "constant")
-
-OptimizerSpec = str | Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
-ScheduleSpec = str | None | Callable[[torch.optim.Optimizer, int], Any]
-
-# The default recipe, shared by `train_supernet` and `train_standalone` (tuned with bench/ranking.py).
-EPOCHS = 40
-LR = 3e-3
-BATCH_SIZE = 64
-WEIGHT_DECAY = 1e-4
 
 
 def train_supernet(
@@ -256,23 +257,22 @@ def _fit(
     recipe: dict[str, Any],
     desc: str,
 ) -> list[dict[str, Any]]:
-    _check(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed)
+    check_recipe(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed)
     if resume and run is None:
         raise ValueError("resume=True needs the run directory: pass run=...")
     recipe = dict(recipe, lr=lr, batch_size=batch_size, optimizer=_name(optimizer), weight_decay=weight_decay,
                   schedule=_name(schedule), grad_clip=grad_clip, seed=seed)
     device = _device(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = _optimizer(optimizer, params, lr, weight_decay)
-    steps_per_epoch = _steps_per_epoch(data, batch_size)
-    sched = _schedule(schedule, opt, max(1, epochs * steps_per_epoch))
+    opt = make_optimizer(optimizer, params, lr, weight_decay)
+    sched = make_schedule(schedule, opt, max(1, epochs * steps_per_epoch(data, batch_size)))
     torch.manual_seed(seed)
     history: list[dict[str, Any]] = []
     start = 0
     path = Path(run) / CHECKPOINT if run is not None else None
     if resume and path is not None and path.exists():
         state = torch.load(path, map_location="cpu", weights_only=True)
-        _check_recipe(state["recipe"], recipe, path)
+        _check_resumable(state["recipe"], recipe, path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if sched is not None and state["scheduler"] is not None:
@@ -317,66 +317,9 @@ def _fit(
     return history
 
 
-def _check(**values: Any) -> None:
-    for name in ("epochs", "batch_size"):
-        v = values[name]
-        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "epochs" else 1):
-            raise ValueError(f"The '{name}' parameter must be an int >= {0 if name == 'epochs' else 1}, got {v!r}.")
-    for name in ("lr", "weight_decay"):
-        v = values[name]
-        if not isinstance(v, (int, float)) or v < 0 or (name == "lr" and v == 0):
-            raise ValueError(f"The '{name}' parameter must be a number {'> 0' if name == 'lr' else '>= 0'}, got {v!r}.")
-    if values["grad_clip"] is not None and not values["grad_clip"] > 0:
-        raise ValueError(f"The 'grad_clip' parameter must be None or > 0, got {values['grad_clip']!r}.")
-    seed = values["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"The 'seed' parameter must be an int >= 0, got {seed!r}.")
-
-
 def _device(model: nn.Module) -> torch.device:
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
-
-
-def _optimizer(spec: OptimizerSpec, params: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    if callable(spec):
-        return spec(params, lr)
-    if spec == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    if spec == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if spec == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    raise ValueError(f"The 'optimizer' parameter must be one of {list(OPTIMIZERS)} or a callable (params, lr) -> Optimizer, got {spec!r}.")
-
-
-def _schedule(spec: ScheduleSpec, opt: torch.optim.Optimizer, total_steps: int) -> Any:
-    if spec is None or spec == "constant":
-        return None
-    if callable(spec):
-        return spec(opt, total_steps)
-    if spec == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(opt, _Cosine(total_steps))
-    raise ValueError(f"The 'schedule' parameter must be one of {list(SCHEDULES)}, None or a callable (optimizer, total_steps) -> scheduler, got {spec!r}.")
-
-
-class _Cosine:
-    """LR factor: cosine from 1 to 0 over `total` steps."""
-
-    def __init__(self, total: int):
-        self.total = total
-
-    def __call__(self, step: int) -> float:
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, self.total) / self.total))
-
-
-def _steps_per_epoch(data: Data, batch_size: int) -> int:
-    from torch.utils.data import DataLoader
-
-    if isinstance(data.train, DataLoader):
-        return len(data.train)
-    n = len(data.train)  # type: ignore[arg-type]
-    return n // batch_size if n >= batch_size else 1
 
 
 def _name(spec: Any) -> Any:
@@ -396,7 +339,7 @@ def _plain(value: Any) -> Any:
     return repr(value)
 
 
-def _check_recipe(stored: Mapping[str, Any], current: Mapping[str, Any], path: Path) -> None:
+def _check_resumable(stored: Mapping[str, Any], current: Mapping[str, Any], path: Path) -> None:
     diffs = [k for k in sorted(set(stored) | set(current)) if stored.get(k) != current.get(k)]
     if diffs:
         detail = "; ".join(f"{k}: checkpoint {stored.get(k)!r}, now {current.get(k)!r}" for k in diffs)

@@ -1,0 +1,86 @@
+"""The training recipe shared by supernet training and tangle search: defaults, checks, optimizer, schedule."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nas.data import Data
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("cosine", "constant")
+
+OptimizerSpec = str | Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
+ScheduleSpec = str | None | Callable[[torch.optim.Optimizer, int], Any]
+
+# The default recipe, shared by `train_supernet` and `train_standalone` (tuned with bench/ranking.py).
+EPOCHS = 40
+LR = 3e-3
+BATCH_SIZE = 64
+WEIGHT_DECAY = 1e-4
+
+
+def check_recipe(**values: Any) -> None:
+    """Validate epochs, lr, batch_size, weight_decay, grad_clip and seed; raise ValueError naming the first bad one."""
+    for name in ("epochs", "batch_size"):
+        v = values[name]
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "epochs" else 1):
+            raise ValueError(f"The '{name}' parameter must be an int >= {0 if name == 'epochs' else 1}, got {v!r}.")
+    for name in ("lr", "weight_decay"):
+        v = values[name]
+        if not isinstance(v, (int, float)) or v < 0 or (name == "lr" and v == 0):
+            raise ValueError(f"The '{name}' parameter must be a number {'> 0' if name == 'lr' else '>= 0'}, got {v!r}.")
+    if values["grad_clip"] is not None and not values["grad_clip"] > 0:
+        raise ValueError(f"The 'grad_clip' parameter must be None or > 0, got {values['grad_clip']!r}.")
+    seed = values["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"The 'seed' parameter must be an int >= 0, got {seed!r}.")
+
+
+def make_optimizer(spec: OptimizerSpec, params: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """The optimizer named by `spec` (or built by it, when callable) over `params`."""
+    if callable(spec):
+        return spec(params, lr)
+    if spec == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if spec == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if spec == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    raise ValueError(f"The 'optimizer' parameter must be one of {list(OPTIMIZERS)} or a callable (params, lr) -> Optimizer, got {spec!r}.")
+
+
+def make_schedule(spec: ScheduleSpec, opt: torch.optim.Optimizer, total_steps: int) -> Any:
+    """The per-step LR scheduler named by `spec` (or built by it, when callable); None for a constant rate."""
+    if spec is None or spec == "constant":
+        return None
+    if callable(spec):
+        return spec(opt, total_steps)
+    if spec == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(opt, _Cosine(total_steps))
+    raise ValueError(f"The 'schedule' parameter must be one of {list(SCHEDULES)}, None or a callable (optimizer, total_steps) -> scheduler, got {spec!r}.")
+
+
+class _Cosine:
+    """LR factor: cosine from 1 to 0 over `total` steps."""
+
+    def __init__(self, total: int):
+        self.total = total
+
+    def __call__(self, step: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, self.total) / self.total))
+
+
+def steps_per_epoch(data: Data, batch_size: int) -> int:
+    """Optimizer steps in one pass over `data`'s training split at `batch_size` (a DataLoader's own length)."""
+    from torch.utils.data import DataLoader
+
+    if isinstance(data.train, DataLoader):
+        return len(data.train)
+    n = len(data.train)  # type: ignore[arg-type]
+    return n // batch_size if n >= batch_size else 1
