@@ -16,8 +16,8 @@ from nas.runs._schema import TANGLE
 from nas.runs._spec import SPEC, RunSpec, load_spec
 from nas.store import FILENAME as STORE
 from nas.store import EvaluationStore
+from nas.training._loop import CHECKPOINT
 
-CHECKPOINT = "supernet.pt"
 RUNS = Path("runs")
 
 

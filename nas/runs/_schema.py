@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nas.runs._errors import SpecError
+from nas.training._recipe import BATCH_SIZE, EPOCHS, LR, OPTIMIZERS, SCHEDULES, WEIGHT_DECAY
 
 TANGLE = "tangle"
 """The gradient searcher (`nas.tangle.search_tangle`): it trains the supernet itself."""
@@ -93,14 +94,6 @@ def _backends() -> list[str]:
     return names()
 
 
-def _training_defaults() -> dict[str, Any]:
-    from nas.training._recipe import BATCH_SIZE, EPOCHS, LR, WEIGHT_DECAY
-
-    return {"epochs": EPOCHS, "lr": LR, "batch_size": BATCH_SIZE, "weight_decay": WEIGHT_DECAY}
-
-
-_TRAIN = _training_defaults()
-
 FIELDS: tuple[Field, ...] = (
     Field("name", "str", "run", "run name; the run directory is runs/<name>", identity=False),
     Field("seed", "int", 0, "seed of the supernet's initial weights, its training and the search", flag="seed", minimum=0),
@@ -110,12 +103,12 @@ FIELDS: tuple[Field, ...] = (
     Field("data.args", "table", {}, "arguments of the data source (digits: seed, val_fraction, test_fraction)"),
     Field("train.strategy", "str", "sandwich", "supernet training strategy", choices=_strategies),
     Field("train.strategy_args", "table", {}, "the strategy's arguments (e.g. n = 2)"),
-    Field("train.epochs", "int", _TRAIN["epochs"], "training epochs (0: no training)", flag="epochs", minimum=0),
-    Field("train.lr", "float", _TRAIN["lr"], "peak learning rate", minimum=0, above=True),
-    Field("train.batch_size", "int", _TRAIN["batch_size"], "training batch size", minimum=1),
-    Field("train.optimizer", "str", "adamw", "optimizer", choices=("adamw", "adam", "sgd")),
-    Field("train.weight_decay", "float", _TRAIN["weight_decay"], "weight decay", minimum=0),
-    Field("train.schedule", "str", "cosine", "learning-rate schedule", choices=("cosine", "constant")),
+    Field("train.epochs", "int", EPOCHS, "training epochs (0: no training)", flag="epochs", minimum=0),
+    Field("train.lr", "float", LR, "peak learning rate", minimum=0, above=True),
+    Field("train.batch_size", "int", BATCH_SIZE, "training batch size", minimum=1),
+    Field("train.optimizer", "str", "adamw", "optimizer", choices=OPTIMIZERS),
+    Field("train.weight_decay", "float", WEIGHT_DECAY, "weight decay", minimum=0),
+    Field("train.schedule", "str", "cosine", "learning-rate schedule", choices=SCHEDULES),
     Field("train.distill", "str", "default", "in-place distillation ('default': the strategy's)", choices=("default", "kl", "alpha", "off")),
     Field("train.grad_clip", "float", None, "clip the gradient norm to this value (unset: no clipping)", minimum=0, above=True),
     Field("evaluate.batch_size", "int", 256, "evaluation batch size", minimum=1),

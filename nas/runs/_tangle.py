@@ -8,12 +8,12 @@ from typing import Any
 
 from nas.runs._errors import SpecError
 from nas.runs._schema import Field, _check, _first_line, _normal, _plain_value
+from nas.training._recipe import OPTIMIZERS, SCHEDULES
 
 
 def tangle_fields() -> dict[str, Field]:
     """The options of searcher ``"tangle"`` (`nas.tangle.search_tangle`'s) that a spec's ``search.args`` may set."""
     from nas.tangle import COMBINES, SAMPLERS
-    from nas.training._recipe import OPTIMIZERS, SCHEDULES
 
     fields = (
         Field("search.args.cost_weight", "float", None, "weight of the expected cost, as a fraction of the largest subnet's", minimum=0),
@@ -26,9 +26,9 @@ def tangle_fields() -> dict[str, Field]:
         Field("search.args.warmup_epochs", "int", None, "first epochs train the weights only", minimum=0),
         Field("search.args.lr", "float", None, "the weights' peak learning rate", minimum=0, above=True),
         Field("search.args.batch_size", "int", None, "training batch size", minimum=1),
-        Field("search.args.optimizer", "str", None, "the weights' optimizer", choices=tuple(OPTIMIZERS)),
+        Field("search.args.optimizer", "str", None, "the weights' optimizer", choices=OPTIMIZERS),
         Field("search.args.weight_decay", "float", None, "the weights' weight decay", minimum=0),
-        Field("search.args.schedule", "str", None, "the weights' learning-rate schedule", choices=tuple(SCHEDULES)),
+        Field("search.args.schedule", "str", None, "the weights' learning-rate schedule", choices=SCHEDULES),
         Field("search.args.grad_clip", "float", None, "clip the weights' gradient norm to this value", minimum=0, above=True),
         Field("search.args.arch_lr", "float", None, "learning rate of the architecture parameters", minimum=0, above=True),
         Field("search.args.arch_optimizer", "str", None, "optimizer of the architecture parameters", choices=("adam", "sgd")),

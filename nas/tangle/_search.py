@@ -24,8 +24,8 @@ from nas.tangle._bilevel import BiLevel, CostObjective
 from nas.tangle._budget import COST_METRICS, Budget
 from nas.tangle._mode import Tangle
 from nas.tangle._sampling import Sampler, get_sampler
+from nas.training._loop import CHECKPOINT
 
-CHECKPOINT = "supernet.pt"
 METRICS = ("accuracy", "loss", "params", "macs", "latency_ms")
 
 
