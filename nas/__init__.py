@@ -5,7 +5,6 @@ accuracy against cost (`search`), and ship the one you pick (`export`, `load_mod
 `import nas` imports torch but never Ray, ONNX or matplotlib, and does not touch CUDA.
 """
 
-from nas import search
 from nas.evaluate import evaluate
 from nas.evaluation import Evaluation
 from nas.export import export, load_model
@@ -15,6 +14,7 @@ from nas.pareto import Constraint, Objective, hypervolume, knee_point, pareto_fr
 from nas.report import report
 from nas.result import SearchResult
 from nas.runs import Run, RunError, RunSpec, SpecError, load_run, load_spec, run_spec
+from nas.searching import search
 from nas.space import Choice, Config, InvalidConfig, SearchSpace
 from nas.supernet import Supernet
 from nas.training import train_standalone, train_supernet

@@ -10,11 +10,11 @@ import zlib
 import numpy as np
 import pytest
 
-import nas.search
+import nas.searchers
 from nas.evaluation import Evaluation
 from nas.pareto import MissingMetric, hypervolume, non_dominated_sort
-from nas.search import GuidedSearcher, OptunaSearcher, RandomSearcher, crossover, mutate
-from nas.search._operators import best_spread, first_front
+from nas.searchers import GuidedSearcher, OptunaSearcher, RandomSearcher, crossover, mutate
+from nas.searchers._operators import best_spread, first_front
 from nas.space import Choice, SearchSpace
 
 OBJECTIVES = ["accuracy:max", "params:min"]
@@ -73,7 +73,7 @@ SEARCHERS = {
 
 def build(label: str, space: SearchSpace = SPACE, seed: int = 0, **extra):
     name, kwargs = SEARCHERS[label]
-    return nas.search.get(name, space, OBJECTIVES, seed=seed, cost=params, **{**kwargs, **extra})
+    return nas.searchers.get(name, space, OBJECTIVES, seed=seed, cost=params, **{**kwargs, **extra})
 
 
 def drive(searcher, rounds: int, batch: int, seen: set[str] | None = None) -> list[Evaluation]:
@@ -96,22 +96,22 @@ def drive(searcher, rounds: int, batch: int, seen: set[str] | None = None) -> li
 
 # -- protocol ------------------------------------------------------------------------------
 def test_registry_lists_searchers_and_rejects_unknown_names_and_arguments():
-    assert nas.search.names() == ["evolution", "guided", "optuna", "random"]
+    assert nas.searchers.names() == ["evolution", "guided", "optuna", "random"]
     with pytest.raises(ValueError, match="known searchers: evolution, guided, optuna, random"):
-        nas.search.get("annealing", SPACE, OBJECTIVES)
+        nas.searchers.get("annealing", SPACE, OBJECTIVES)
     with pytest.raises(TypeError, match="no parameter 'populaton_size'.*population_size"):
-        nas.search.get("evolution", SPACE, OBJECTIVES, populaton_size=10)
+        nas.searchers.get("evolution", SPACE, OBJECTIVES, populaton_size=10)
     with pytest.raises(ValueError, match="'population_size'"):
-        nas.search.get("evolution", SPACE, OBJECTIVES, population_size=1)
+        nas.searchers.get("evolution", SPACE, OBJECTIVES, population_size=1)
     with pytest.raises(ValueError, match="'sampler'.*'tpe'"):
-        nas.search.get("optuna", SPACE, OBJECTIVES, sampler="bayes")
+        nas.searchers.get("optuna", SPACE, OBJECTIVES, sampler="bayes")
     with pytest.raises(TypeError, match="TPESampler has no parameter 'popsize'"):
-        nas.search.get("optuna", SPACE, OBJECTIVES, sampler_kwargs={"popsize": 3})
+        nas.searchers.get("optuna", SPACE, OBJECTIVES, sampler_kwargs={"popsize": 3})
     with pytest.raises(ValueError, match="'predictor'"):
-        nas.search.get("guided", SPACE, OBJECTIVES, predictor=3)
+        nas.searchers.get("guided", SPACE, OBJECTIVES, predictor=3)
     with pytest.raises(ValueError, match="unknown predictor 'oracle'"):
-        nas.search.get("guided", SPACE, OBJECTIVES, predictor="oracle")
-    searcher = nas.search.get("random", SPACE, "accuracy, params")
+        nas.searchers.get("guided", SPACE, OBJECTIVES, predictor="oracle")
+    searcher = nas.searchers.get("random", SPACE, "accuracy, params")
     assert [str(o) for o in searcher.objectives] == OBJECTIVES
     with pytest.raises(ValueError, match="'n'"):
         searcher.ask(-1)
@@ -305,7 +305,7 @@ def test_guided_and_evolution_reach_a_larger_hypervolume_than_random():
 def test_docstring_examples_run(module):
     import importlib
 
-    name = "nas.search" if module == "__init__" else f"nas.search.{module}"
+    name = "nas.searchers" if module == "__init__" else f"nas.searchers.{module}"
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
 

@@ -21,7 +21,7 @@ spec key                  flag / keyword          meaning
 ``data.args``                                     arguments of the data source
 ``train.*``               ``--epochs``            training recipe (strategy, epochs, lr, ...)
 ``evaluate.*``                                    evaluation settings (BatchNorm calibration, latency)
-``search.searcher``       ``--searcher``          searcher name (``nas.search.names()``)
+``search.searcher``       ``--searcher``          searcher name (``nas.searchers.names()``)
 ``search.objectives``     ``--objectives``        e.g. ``["accuracy:max", "params:min"]``
 ``search.budget``         ``--budget``            total evaluations
 ``search.args``                                   the searcher's arguments

@@ -139,7 +139,7 @@ class Resolving:
 
     def searcher(self, net: Any) -> Any:
         """A new searcher for `net`'s space (for checking its arguments)."""
-        from nas.search import get
+        from nas.searchers import get
 
         try:
             return get(self["search.searcher"], net.space, self["search.objectives"], seed=self["seed"], **self["search.args"])
@@ -162,7 +162,7 @@ class Resolving:
 
     def _resolve_objectives(self) -> list[Any]:
         from nas.pareto import parse_objectives
-        from nas.search._loop import METRICS
+        from nas.searching import METRICS
 
         try:
             objectives = parse_objectives(self["search.objectives"])

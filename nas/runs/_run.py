@@ -157,7 +157,7 @@ def load_run(path: str | os.PathLike) -> Run:
             reference = {k: (math.inf if v is None else float(v)) for k, v in stored.items()}
     net = None
     if reference is None:
-        from nas.search._loop import default_reference
+        from nas.searching import default_reference
 
         net = spec.build_net()
         reference = {k: (math.inf if v is None else v) for k, v in default_reference(net, objectives).items()}
@@ -201,7 +201,7 @@ def run_spec(
         progress: progress bars for training and search.
         **overrides: spec keys by flag name (``budget=``, ``searcher=``, ...; see `load_spec`).
     """
-    from nas.search._loop import search
+    from nas.searching import search
     from nas.training import train_supernet
 
     spec = load_spec(spec, **overrides)

@@ -83,7 +83,7 @@ def _strategies() -> list[str]:
 
 
 def _searchers() -> list[str]:
-    from nas.search import names
+    from nas.searchers import names
 
     return sorted([*names(), TANGLE])
 

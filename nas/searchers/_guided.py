@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from nas.search._base import CostFn, Searcher, Told, register
-from nas.search._operators import best_spread, crossover, mutate, rank_and_crowding, select, tournament
+from nas.searchers._base import CostFn, Searcher, Told, register
+from nas.searchers._operators import best_spread, crossover, mutate, rank_and_crowding, select, tournament
 from nas.space import Config, SearchSpace
 
 
@@ -29,7 +29,7 @@ class GuidedSearcher(Searcher):
 
     Example:
         >>> from nas import Choice, Evaluation, SearchSpace
-        >>> from nas.search import GuidedSearcher
+        >>> from nas.searchers import GuidedSearcher
         >>> space = SearchSpace([Choice("width", [8, 16, 32, 64]), Choice("op", ["conv", "sep", "mb"])])
         >>> params = lambda c: {"params": c["width"] * (1 + (c["op"] == "mb"))}
         >>> searcher = GuidedSearcher(space, ["accuracy:max", "params:min"], n_init=4, cost=params, seed=0)

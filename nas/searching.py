@@ -1,4 +1,4 @@
-"""The search loop: ask the searcher, evaluate through a backend, tell, store."""
+"""`nas.search`: the search loop (ask the searcher, evaluate through a backend, tell, store)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from nas.backends import get as get_backend
 from nas.evaluation import Evaluation
 from nas.pareto import Objective, non_dominated_sort, objective_matrix, parse_objectives, hypervolume
 from nas.result import SearchResult
-from nas.search._base import Searcher
-from nas.search._base import get as get_searcher
+from nas.searchers._base import Searcher
+from nas.searchers._base import get as get_searcher
 from nas.store import FILENAME as STORE
 from nas.store import EvaluationStore
 
@@ -27,12 +27,12 @@ ANALYTIC = ("params", "macs")
 def search(
     net: Any,
     data: Any = None,
+    *,
     objectives: Sequence[str | Objective] | str = ("accuracy:max", "params:min"),
     searcher: str | Searcher = "evolution",
     budget: int = 100,
     backend: str | Backend = "local",
     run: str | Path | None = None,
-    *,
     seed: int = 0,
     batch_size: int | None = None,
     latency: str | None = None,
@@ -58,7 +58,7 @@ def search(
         data: as `nas.data.resolve` takes it (None: the family's digits split).
         objectives: metric names with directions, e.g. ``["accuracy:max", "latency_ms:min"]``;
             metrics: accuracy, loss, params, macs, latency_ms.
-        searcher: a registered name (``nas.search.names()``), a `Searcher`, or ``"tangle"``:
+        searcher: a registered name (``nas.searchers.names()``), a `Searcher`, or ``"tangle"``:
             gradient-based search (`nas.tangle.search_tangle`; `budget` is then its epochs,
             each recording its argmax architecture).
         budget: total evaluations, stored ones included.

@@ -42,7 +42,7 @@ class Searcher:
 
     Example:
         >>> from nas import Choice, Evaluation, SearchSpace
-        >>> from nas.search import RandomSearcher
+        >>> from nas.searchers import RandomSearcher
         >>> space = SearchSpace([Choice("width", [8, 16, 32])])
         >>> searcher = RandomSearcher(space, ["accuracy:max"], seed=0)
         >>> configs = searcher.ask(2)
@@ -243,8 +243,8 @@ def names() -> list[str]:
     """The registered searcher names, sorted.
 
     Example:
-        >>> import nas.search
-        >>> nas.search.names()
+        >>> import nas.searchers
+        >>> nas.searchers.names()
         ['evolution', 'guided', 'optuna', 'random']
     """
     return _REGISTRY.names()
@@ -254,10 +254,10 @@ def get(name: str, space: SearchSpace, objectives: Any, **kwargs: Any) -> Search
     """A new searcher by registered name.
 
     Example:
-        >>> import nas.search
+        >>> import nas.searchers
         >>> from nas import Choice, SearchSpace
         >>> space = SearchSpace([Choice("width", [8, 16, 32])])
-        >>> nas.search.get("evolution", space, ["accuracy:max"], population_size=8, seed=0)
+        >>> nas.searchers.get("evolution", space, ["accuracy:max"], population_size=8, seed=0)
         EvolutionSearcher(objectives=['accuracy:max'], told=0, pending=0)
 
     Args:

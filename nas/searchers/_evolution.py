@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from nas.search._base import CostFn, Searcher, Told, register
-from nas.search._operators import crossover, mutate, rank_and_crowding, select, tournament
+from nas.searchers._base import CostFn, Searcher, Told, register
+from nas.searchers._operators import crossover, mutate, rank_and_crowding, select, tournament
 from nas.space import Config, SearchSpace
 
 
@@ -24,7 +24,7 @@ class EvolutionSearcher(Searcher):
 
     Example:
         >>> from nas import Choice, Evaluation, SearchSpace
-        >>> from nas.search import EvolutionSearcher
+        >>> from nas.searchers import EvolutionSearcher
         >>> space = SearchSpace([Choice("width", [8, 16, 32, 64]), Choice("op", ["conv", "sep"])])
         >>> searcher = EvolutionSearcher(space, ["accuracy:max", "params:min"], population_size=4, seed=0)
         >>> for _ in range(2):

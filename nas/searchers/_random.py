@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nas.search._base import Searcher, register
+from nas.searchers._base import Searcher, register
 from nas.space import Config
 
 
@@ -14,7 +14,7 @@ class RandomSearcher(Searcher):
 
     Example:
         >>> from nas import Choice, SearchSpace
-        >>> from nas.search import RandomSearcher
+        >>> from nas.searchers import RandomSearcher
         >>> space = SearchSpace([Choice("width", [8, 16, 32]), Choice("op", ["conv", "sep"])])
         >>> searcher = RandomSearcher(space, ["accuracy:max", "params:min"], seed=0)
         >>> len(searcher.ask(4))

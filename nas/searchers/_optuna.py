@@ -8,8 +8,8 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from nas.search._base import CostFn, Searcher, Told, register
-from nas.search._operators import mutate
+from nas.searchers._base import CostFn, Searcher, Told, register
+from nas.searchers._operators import mutate
 from nas.space import Config, SearchSpace
 
 _SAMPLERS = {
@@ -39,7 +39,7 @@ class OptunaSearcher(Searcher):
 
     Example:
         >>> from nas import Choice, Evaluation, SearchSpace
-        >>> from nas.search import OptunaSearcher
+        >>> from nas.searchers import OptunaSearcher
         >>> space = SearchSpace([Choice("width", [8, 16, 32, 64]), Choice("op", ["conv", "sep"])])
         >>> searcher = OptunaSearcher(space, ["accuracy:max", "params:min"], sampler="tpe", seed=0)
         >>> configs = searcher.ask(3)
