@@ -5,6 +5,7 @@ accuracy against cost (`search`), and ship the one you pick (`export`, `load_mod
 `import nas` imports torch but never Ray, ONNX or matplotlib, and does not touch CUDA.
 """
 
+from nas.errors import NASError
 from nas.evaluate import evaluate
 from nas.evaluation import Evaluation
 from nas.export import export, load_model
@@ -26,6 +27,7 @@ __all__ = [
     "Evaluation",
     "InvalidConfig",
     "LatencyTable",
+    "NASError",
     "Objective",
     "Run",
     "RunError",

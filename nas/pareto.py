@@ -16,18 +16,11 @@ from typing import Literal
 import numpy as np
 
 from nas.evaluation import Evaluation
+from nas.metrics import METRICS, worse_than
 
 Direction = Literal["max", "min"]
 
-DEFAULT_DIRECTIONS: dict[str, Direction] = {
-    "accuracy": "max",
-    "top1": "max",
-    "loss": "min",
-    "error": "min",
-    "params": "min",
-    "macs": "min",
-    "latency_ms": "min",
-}
+DEFAULT_DIRECTIONS: dict[str, Direction] = {**{m.name: m.direction for m in METRICS.values()}, "top1": "max", "error": "min"}
 _DIRECTIONS = ("max", "min")
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": lambda a, b: a <= b,
@@ -266,6 +259,54 @@ def reference_point(
     spread = np.where(worst > best, worst - best, np.maximum(np.abs(worst), 1.0))
     ref = worst + margin * spread
     return {o.name: float(o.sign * r) for o, r in zip(objectives, ref)}
+
+
+class RunningFront:
+    """The Pareto front of the evaluations added so far, batch by batch, and its hypervolume after each batch.
+
+    The reference point's undecided entries (None) are decided by the first batch that has
+    an ok evaluation (`nas.metrics.worse_than`: half again as bad as its worst value). Searches keep one while they
+    run; `nas.result.hypervolume_history` replays stored batches through one.
+
+    Example:
+        >>> front = RunningFront(["accuracy:max", "params:min"], {"accuracy": 0.0, "params": 100.0})
+        >>> front.add([Evaluation({}, {"accuracy": 0.5, "params": 50})], 1)
+        25.0
+        >>> front.add([Evaluation({}, {"accuracy": 0.8, "params": 80})], 2), front.history
+        (31.0, [(1, 25.0), (2, 31.0)])
+    """
+
+    def __init__(self, objectives: Sequence, reference: Mapping[str, float | None]):
+        self.objectives = parse_objectives(objectives)
+        self.reference: dict[str, float | None] = dict(reference)
+        self.points = np.zeros((0, len(self.objectives)))
+        self.history: list[tuple[int, float]] = []
+
+    def add(self, evaluations: Sequence[Evaluation], total: int | None = None) -> float:
+        """Add one batch; returns the hypervolume after it (recorded against `total` evaluations so far, when given)."""
+        ok = [e for e in evaluations if e.ok and all(o.name in e.metrics for o in self.objectives)]
+        if ok:
+            values = objective_matrix(ok, self.objectives)
+            for o in self.objectives:
+                if self.reference.get(o.name) is None:
+                    self.reference[o.name] = worse_than(o, [e.metrics[o.name] for e in ok])
+            points = np.vstack([self.points, values])
+            self.points = points[non_dominated_sort(points)[0]]
+        volume = self.hypervolume()
+        if total is not None:
+            self.history.append((total, volume))
+        return volume
+
+    def reference_dict(self) -> dict[str, float]:
+        """The reference point, undecided entries as infinity."""
+        return {k: (v if v is not None else math.inf) for k, v in self.reference.items()}
+
+    def hypervolume(self) -> float:
+        """The hypervolume of the front so far (0 while it is empty)."""
+        if not len(self.points):
+            return 0.0
+        ref = np.array([o.sign * self.reference[o.name] for o in self.objectives])
+        return hypervolume(self.points, ref)
 
 
 def knee_point(evaluations: Sequence[Evaluation], objectives: Sequence) -> Evaluation:

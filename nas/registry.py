@@ -1,7 +1,14 @@
-"""Name -> class registries, so specs and the command line can name a family, searcher, predictor or backend."""
+"""Name -> class registries, so specs and the command line can name a family, searcher, predictor, backend or method.
+
+Every pluggable kind has one `Registry`. Its entries register themselves with the
+`register` decorator when their module is imported; the modules that hold them are named
+once, as the registry's `plugins`, and imported on the first lookup, so that `nas` reaches
+plugin packages (``search_spaces``, ``predictors``) only through its registries, lazily.
+"""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
@@ -28,11 +35,22 @@ class Registry(Generic[T]):
         fixed: leading constructor arguments every build passes positionally (not listed as
             the class's parameters in errors).
         plural: the plural of `kind` (default: kind + "s").
+        plugins: modules whose import registers entries, imported on the first lookup.
     """
 
-    def __init__(self, kind: str, fixed: tuple[str, ...] = (), plural: str | None = None):
+    def __init__(self, kind: str, fixed: tuple[str, ...] = (), plural: str | None = None, plugins: tuple[str, ...] = ()):
         self.kind, self.fixed, self.plural = kind, fixed, plural or f"{kind}s"
+        self.plugins = plugins
         self._entries: dict[str, Callable[..., T]] = {}
+        self._loaded = not plugins
+
+    def load(self) -> None:
+        """Import the plugin modules (once), so that their entries are registered."""
+        if self._loaded:
+            return
+        self._loaded = True
+        for module in self.plugins:
+            importlib.import_module(module)
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator: make a class available under `name`."""
@@ -50,13 +68,21 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         """The registered names, sorted."""
+        self.load()
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
+        self.load()
         return name in self._entries
+
+    def entries(self) -> dict[str, Callable[..., T]]:
+        """Name -> registered class, for every entry."""
+        self.load()
+        return dict(self._entries)
 
     def lookup(self, name: str) -> Callable[..., T]:
         """The class registered as `name`; a clear error listing the names otherwise."""
+        self.load()
         if not isinstance(name, str) or name not in self._entries:
             raise ValueError(f"unknown {self.kind} {name!r}; known {self.plural}: {', '.join(self.names())}")
         return self._entries[name]

@@ -238,7 +238,7 @@ def _markdown(run: Any, chosen: list[tuple[str, Evaluation]], files: dict[str, P
     if spec is not None:
         lines += [
             f"- space: `{spec['space.family']}` ({run.space.size():,} subnets), data `{spec['data.source']}`",
-            _training_line(spec),
+            spec.method.training_line(spec),
             f"- search: {spec['search.searcher']}, objectives {', '.join(spec['search.objectives'])}, budget {spec['search.budget']}",
         ]
     if getattr(run, "history", None):
@@ -269,14 +269,6 @@ def _markdown(run: Any, chosen: list[tuple[str, Evaluation]], files: dict[str, P
     tmp.write_text("\n".join(lines))
     os.replace(tmp, path)
     return path
-
-
-def _training_line(spec: Any) -> str:
-    """How the supernet was trained: its own phase, or within a tangle search."""
-    if getattr(spec, "tangle", False):
-        args = spec["search.args"]
-        return f"- training: within the tangle search (bi-level), {spec['search.budget']} epochs, lr {args['lr']:g}, arch lr {args['arch_lr']:g}, seed {spec['seed']}"
-    return f"- training: {spec['train.strategy']}, {spec['train.epochs']} epochs, lr {spec['train.lr']:g}, seed {spec['seed']}"
 
 
 def _cell(value: Any) -> str:

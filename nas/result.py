@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from nas.evaluation import Evaluation
-from nas.pareto import Objective, hypervolume, non_dominated_sort, objective_matrix, pareto_front, pick
+from nas.metrics import METRICS
+from nas.pareto import Objective, RunningFront, hypervolume, pareto_front, pick
 from nas.space import SearchSpace
 
 
@@ -51,7 +51,7 @@ class SearchResult:
         """The front as a short text table."""
         front = self.front
         metrics = [o.name for o in self.objectives]
-        extra = [m for m in ("accuracy", "params", "macs", "latency_ms") if m not in metrics and front and m in front[0].metrics]
+        extra = [m for m in METRICS if m != "loss" and m not in metrics and front and m in front[0].metrics]
         columns = metrics + extra
         rows = [[_fmt(e.metrics.get(c)) for c in columns] for e in front[:limit]]
         widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
@@ -72,23 +72,28 @@ class SearchResult:
 def hypervolume_history(
     evaluations: Sequence[Evaluation], objectives: Sequence[Objective], reference: dict[str, float], batches: Sequence[int]
 ) -> list[tuple[int, float]]:
-    """Hypervolume of the front of the first n evaluations, for each n in `batches`."""
-    ok = [i for i, e in enumerate(evaluations) if e.ok]
-    if not ok:
-        return [(n, 0.0) for n in batches]
-    values = objective_matrix([evaluations[i] for i in ok], objectives)
-    ref = np.array([o.sign * reference[o.name] for o in objectives])
-    position = np.array(ok)
-    history, front = [], np.zeros((0, len(objectives)))
+    """Hypervolume of the front of the first n evaluations, for each n in `batches` (as the search saw them, batch by batch)."""
+    front = RunningFront(objectives, reference)
     start = 0
     for n in batches:
-        stop = int(np.searchsorted(position, n))
-        if stop > start:
-            front = np.vstack([front, values[start:stop]])
-            front = front[non_dominated_sort(front)[0]]
-            start = stop
-        history.append((n, hypervolume(front, ref) if len(front) else 0.0))
-    return history
+        front.add(evaluations[start:n], n)
+        start = max(start, n)
+    return front.history
+
+
+def write_front(result: SearchResult) -> None:
+    """Write the result's Pareto front, objectives, reference and hypervolume to front.json in its run directory."""
+    front = [e.to_dict() for e in result.front]
+    payload = {
+        "objectives": [[o.name, o.direction] for o in result.objectives],
+        "reference": result.reference,
+        "hypervolume": result.hypervolume,
+        "front": front,
+    }
+    path = result.run / "front.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)
 
 
 def _fmt(value: float | None) -> str:

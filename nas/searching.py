@@ -1,27 +1,17 @@
-"""`nas.search`: the search loop (ask the searcher, evaluate through a backend, tell, store)."""
+"""`nas.search`: search a supernet with the method its searcher names (`nas.methods`)."""
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from nas.backends import Backend
-from nas.backends import get as get_backend
-from nas.evaluation import Evaluation
-from nas.pareto import Objective, non_dominated_sort, objective_matrix, parse_objectives, hypervolume
+from nas.methods import for_searcher
+from nas.metrics import check_objectives
+from nas.pareto import Objective, parse_objectives
 from nas.result import SearchResult
-from nas.searchers._base import Searcher
-from nas.searchers._base import get as get_searcher
-from nas.store import FILENAME as STORE
-from nas.store import EvaluationStore
-
-METRICS = ("accuracy", "loss", "params", "macs", "latency_ms")
-ANALYTIC = ("params", "macs")
+from nas.searchers import Searcher
 
 
 def search(
@@ -57,10 +47,11 @@ def search(
         net: a trained `Supernet`.
         data: as `nas.data.resolve` takes it (None: the family's digits split).
         objectives: metric names with directions, e.g. ``["accuracy:max", "latency_ms:min"]``;
-            metrics: accuracy, loss, params, macs, latency_ms.
-        searcher: a registered name (``nas.searchers.names()``), a `Searcher`, or ``"tangle"``:
-            gradient-based search (`nas.tangle.search_tangle`; `budget` is then its epochs,
-            each recording its argmax architecture).
+            the metrics are `nas.metrics.METRICS`'s.
+        searcher: a `Searcher`, or a name (``nas.methods.searcher_names()``) that chooses the
+            method (`nas.methods.for_searcher`): a registered searcher (``nas.searchers.names()``)
+            runs black-box search; another method's name runs that method, e.g. a gradient
+            search that trains the supernet itself (`budget` is then its epochs).
         budget: total evaluations, stored ones included.
         backend: ``"local"``, ``"ray"`` or a `Backend`.
         run: directory for the evaluations database and the front (resumes when it exists).
@@ -75,196 +66,17 @@ def search(
         backend_kwargs: extra arguments of the backend (passed to `nas.evaluate` locally).
     """
     objectives = parse_objectives(objectives)
-    unknown = [o.name for o in objectives if o.name not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown objective metric {unknown[0]!r}; the metrics are: {', '.join(METRICS)}")
+    check_objectives(objectives)
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"The 'budget' parameter of search must be an int >= 1, got {budget!r}.")
     if latency not in (None, "table", "measured"):
         raise ValueError(f"The 'latency' parameter of search must be 'table' or 'measured', got {latency!r}.")
     wants_latency = any(o.name == "latency_ms" for o in objectives)
     latency = latency or ("table" if wants_latency else None)
-
-    if isinstance(searcher, str) and searcher == "tangle":
-        return _tangle(net, data, objectives, budget, backend, run, seed, latency, progress, searcher_kwargs)
-    owned = not isinstance(backend, Backend)
-    if owned:
-        kwargs = dict(backend_kwargs or {})
-        if latency:
-            kwargs.setdefault("latency", latency)
-        backend = get_backend(backend, net, data, **kwargs)
-    cost = _cost_function(net, backend if latency == "table" else None)
-    if isinstance(searcher, str):
-        searcher = get_searcher(searcher, net.space, objectives, **{"seed": seed, "cost": cost, "budget": budget, **(searcher_kwargs or {})})
-    elif not isinstance(searcher, Searcher):
-        raise TypeError(f"The 'searcher' parameter must be a searcher name or a Searcher, got {type(searcher).__name__}.")
-
-    store = EvaluationStore(Path(run) / STORE) if run is not None else None
-    try:
-        evaluations, batches = store.load_batches() if store is not None else ([], [])
-        names = [str(o) for o in objectives]
-        if store is not None and evaluations:
-            stored = store.meta("objectives")
-            if stored is not None and stored != names:
-                raise ValueError(
-                    f"the run {run} was searched with objectives {stored}, not {names}; "
-                    "use a new run directory for other objectives"
-                )
-            if reference is None:
-                reference = _plain_reference(store.meta("reference"))
-        tracker = _FrontTracker(objectives, reference or default_reference(net, objectives))
-        history: list[tuple[int, float]] = []
-        start = 0
-        for end in batches:  # batch by batch, as the uninterrupted search saw them
-            tracker.add(evaluations[start:end])
-            history.append((end, tracker.hypervolume()))
-            start = end
-        if evaluations:
-            searcher.resume(evaluations, batches)
-    except BaseException:
-        if store is not None:
-            store.close()
-        if owned:
-            backend.close()
-        raise
-    step = batch_size or max(backend.parallelism, 8)
-    written = tracker.reference_dict() if evaluations else None
-
-    bar = _progress(progress, budget, len(evaluations))
-    try:
-        while len(evaluations) < budget:
-            configs = searcher.ask(min(step, budget - len(evaluations)))
-            if not configs:
-                break  # the space is used up
-            results = backend.evaluate(configs)
-            tracker.add(results)
-            if store is not None:
-                facts = {"objectives": names} if not evaluations else {}
-                if tracker.reference_dict() != written:
-                    written = facts["reference"] = tracker.reference_dict()
-                store.append(results, [net.space.key(c) for c in configs], facts)
-            searcher.tell(results)
-            evaluations.extend(results)
-            history.append((len(evaluations), tracker.hypervolume()))
-            if bar is not None:
-                bar.update(len(results))
-                bar.set_postfix(hv=f"{history[-1][1]:.4g}", front=len(tracker.front), refresh=False)
-    finally:
-        if bar is not None:
-            bar.close()
-        if owned:
-            backend.close()
-        if store is not None:
-            store.close()
-
-    reference = tracker.reference_dict()
-    result = SearchResult(
-        evaluations=evaluations,
-        objectives=objectives,
-        space=net.space,
-        reference=reference,
-        hypervolume_history=history,
-        run=Path(run) if run is not None else None,
-    )
-    if run is not None:
-        write_front(result)
-    return result
+    method = for_searcher(searcher)
+    return method.search(net, data, searcher=searcher, objectives=objectives, budget=budget, backend=backend, run=run, seed=seed,
+                         batch_size=batch_size, latency=latency, reference=reference, progress=progress,
+                         searcher_kwargs=searcher_kwargs, backend_kwargs=backend_kwargs)
 
 
-def _plain_reference(stored: dict[str, float | None] | None) -> dict[str, float | None] | None:
-    """A stored reference point, with unset entries (infinite) left to be decided."""
-    if not stored:
-        return None
-    return {k: (None if v is None or not math.isfinite(v) else float(v)) for k, v in stored.items()}
-
-
-def _cost_function(net: Any, backend: Backend | None):
-    """Analytic metrics of a config: params and MACs, plus table latency when used."""
-    table = getattr(backend, "latency_table", None) if backend is not None else None
-
-    def cost(config):
-        out = dict(net.cost(config))
-        if table is not None:
-            out["latency_ms"] = float(table.predict(config))
-        return out
-
-    return cost
-
-
-def default_reference(net: Any, objectives: list[Objective]) -> dict[str, float | None]:
-    """Accuracy 0, analytic costs 1.1x the largest subnet's; others decided by the first batch."""
-    largest = net.cost(net.largest())
-    out: dict[str, float | None] = {}
-    for o in objectives:
-        if o.name in ANALYTIC:
-            out[o.name] = 1.1 * largest[o.name]
-        elif o.name == "accuracy":
-            out[o.name] = 0.0
-        else:
-            out[o.name] = None
-    return out
-
-
-class _FrontTracker:
-    """The running Pareto front and its hypervolume, updated batch by batch."""
-
-    def __init__(self, objectives: list[Objective], reference: dict[str, float | None]):
-        self.objectives = objectives
-        self.reference = dict(reference)
-        self.front = np.zeros((0, len(objectives)))
-
-    def add(self, evaluations: Sequence[Evaluation]) -> None:
-        ok = [e for e in evaluations if e.ok and all(o.name in e.metrics for o in self.objectives)]
-        if not ok:
-            return
-        values = objective_matrix(ok, self.objectives)
-        for i, o in enumerate(self.objectives):
-            if self.reference.get(o.name) is None:
-                worst = float(values[:, i].max())
-                self.reference[o.name] = o.sign * (worst + 0.5 * abs(worst) + 1e-9)
-        points = np.vstack([self.front, values])
-        self.front = points[non_dominated_sort(points)[0]]
-
-    def reference_dict(self) -> dict[str, float]:
-        return {k: (v if v is not None else math.inf) for k, v in self.reference.items()}
-
-    def hypervolume(self) -> float:
-        if not len(self.front):
-            return 0.0
-        ref = np.array([o.sign * self.reference[o.name] for o in self.objectives])
-        return hypervolume(self.front, ref)
-
-
-def _progress(enabled: bool, total: int, done: int):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=done, desc="search", unit="eval", dynamic_ncols=True)
-
-
-def write_front(result: SearchResult) -> None:
-    """Write the result's Pareto front, objectives, reference and hypervolume to front.json in its run directory."""
-    front = [e.to_dict() for e in result.front]
-    payload = {
-        "objectives": [[o.name, o.direction] for o in result.objectives],
-        "reference": result.reference,
-        "hypervolume": result.hypervolume,
-        "front": front,
-    }
-    path = result.run / "front.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
-
-
-def _tangle(net, data, objectives, budget, backend, run, seed, latency, progress, searcher_kwargs) -> SearchResult:
-    """Gradient-based search (TangleNAS): one recorded architecture per epoch of bi-level training."""
-    if backend != "local":
-        raise ValueError("searcher 'tangle' trains the supernet in this process; use backend='local'")
-    from nas.tangle import search_tangle
-
-    kwargs = dict(searcher_kwargs or {})
-    kwargs.setdefault("epochs", budget)
-    return search_tangle(net, data, objectives, run=run, seed=seed, progress=progress,
-                         latency="table" if latency == "table" else None, resume=run is not None, **kwargs)
+__all__ = ["search"]

@@ -38,7 +38,7 @@ import torch
 import search_spaces
 from nas.backends import Backend, get
 from search_spaces.mlp import MLP
-from nas.searching import search
+from nas import search
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -235,7 +235,7 @@ _JOB = textwrap.dedent(
     import json, sys, time
     import search_spaces
     from nas.backends import get
-    from nas.searching import search
+    from nas import search
 
     net = search_spaces.get("mlp", depths=(1, 2), widths=(16, 32), ranks=(4, 8))
     backend = get("ray", net, address="auto")

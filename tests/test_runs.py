@@ -19,7 +19,7 @@ import torch
 from nas.backends import Backend
 from nas.evaluation import Evaluation
 from nas.runs import DEMO, FIELDS, RunError, RunSpec, SpecError, dumps_toml, flags, load_run, load_spec, run_spec
-from nas.searching import search
+from nas import search
 from nas.space import Choice, SearchSpace
 from nas.store import EvaluationStore
 

@@ -3,7 +3,7 @@ import pytest
 import search_spaces
 from nas.backends import Backend
 from nas.evaluation import Evaluation
-from nas.searching import search
+from nas import search
 
 
 @pytest.fixture(scope="module")

@@ -95,7 +95,7 @@ TANGLED = {
 
 def test_example_tangle_spec_loads_with_the_searchers_defaults_pinned_and_no_train_section():
     spec = load_spec(ROOT / "runs" / "tangle.toml")
-    assert spec.name == "tangle" and spec.tangle and spec["space.family"] == "mlp" and spec["space.args"]["ranks"]
+    assert spec.name == "tangle" and spec.method.name == "tangle" and spec["space.family"] == "mlp" and spec["space.args"]["ranks"]
     assert spec["search.args"]["sampling"] == "dirichlet" and spec["search.args"]["grad_clip"] == 5.0  # defaults pinned
     assert "train" not in spec.to_dict()
     assert RunSpec.from_dict(tomllib.loads(spec.to_toml())).resolve() == spec
@@ -103,9 +103,9 @@ def test_example_tangle_spec_loads_with_the_searchers_defaults_pinned_and_no_tra
 
 def test_switching_a_spec_to_tangle_drops_its_training_recipe_and_searcher_arguments():
     spec = load_spec(None, how="flag", searcher="tangle", budget="3")  # the demo, which sets [train] and population_size
-    assert spec.tangle and spec["search.budget"] == 3 and "population_size" not in spec["search.args"]
+    assert spec.method.name == "tangle" and spec["search.budget"] == 3 and "population_size" not in spec["search.args"]
     assert "train" not in spec.to_dict()
-    assert spec.tangle_kwargs(spec.build_net())["epochs"] == 3
+    assert spec.search_kwargs()["budget"] == 3
 
 
 BAD = [

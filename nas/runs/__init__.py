@@ -30,11 +30,11 @@ spec key                  flag / keyword          meaning
 ``backend.args``                                  the backend's own arguments
 ========================  ======================  ===========================================
 
-With ``search.searcher = "tangle"`` (gradient search, `nas.tangle.search_tangle`) the
-supernet is trained by the search itself: ``search.budget`` is its epochs (one recorded
-architecture each), ``search.args`` holds its options (`tangle_fields`: cost_weight,
-budget_constraint, sampling, combine, lr, arch_lr, ...), and the ``[train]`` section does
-not apply (a ``train.*`` key or ``--epochs`` is refused, and ``nas train`` too).
+The searcher chooses the method (`nas.methods.for_searcher`), which checks ``search.args``
+against its own fields and says whether there is a training phase. A method that trains
+the supernet in its search (the gradient search of `nas.methods.names()`) takes
+``search.budget`` as its epochs and its recipe from ``search.args``; the ``[train]``
+section does not apply to it (a ``train.*`` key or ``--epochs`` is refused, and ``nas train`` too).
 
 Example:
     >>> spec = load_spec({"name": "tiny", "space": {"args": {"depths": [1], "widths": [16], "ranks": [4]}}}, budget=4)
@@ -47,11 +47,11 @@ Example:
 """
 
 from nas._toml import dumps_toml
-from nas.runs._errors import RunError, SpecError
+from nas.errors import RunError, SpecError
 from nas.runs._run import Run, load_run, prepare, run_dir, run_spec
-from nas.runs._schema import FIELDS, Field, flags
+from nas.runs._schema import FIELDS, flags
 from nas.runs._spec import DEMO, SPEC, RunSpec, load_spec
-from nas.runs._tangle import tangle_fields
+from nas.schema import Field
 
 __all__ = [
     "DEMO",
@@ -69,5 +69,4 @@ __all__ = [
     "prepare",
     "run_dir",
     "run_spec",
-    "tangle_fields",
 ]

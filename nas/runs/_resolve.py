@@ -6,9 +6,11 @@ import importlib
 import inspect
 from typing import TYPE_CHECKING, Any
 
-from nas.runs._errors import SpecError
-from nas.runs._schema import FIELDS, _first_line, _normal, _plain_value
-from nas.runs._tangle import _check_tangle_args
+from nas.errors import SpecError
+from nas.metrics import METRICS
+from nas.pareto import parse_objectives
+from nas.runs._schema import FIELDS
+from nas.schema import first_line, normal
 
 if TYPE_CHECKING:
     from nas.runs._spec import RunSpec
@@ -17,14 +19,15 @@ if TYPE_CHECKING:
 class Resolving:
     """`RunSpec`'s checks against the registries, the objects it builds and the keyword arguments it gives.
 
-    Mixed into `RunSpec`, whose values it reads (``self[key]``, `label`, `tangle`) and fills in.
+    Mixed into `RunSpec`, whose values it reads (``self[key]``, `label`, `method`) and fills in.
     """
 
     def resolve(self) -> RunSpec:
         """Check names and arguments against the registries and fill in the defaults they use.
 
         Builds the supernet, the data and the searcher once (cheap); raises `SpecError`
-        naming the key for anything they refuse. Returns self.
+        naming the key for anything they refuse. The method (`nas.methods`) checks
+        ``search.args`` and whatever else it needs of the spec. Returns self.
         """
         if self._resolved:
             return self
@@ -34,13 +37,13 @@ class Resolving:
             if allowed is not None and value is not None and value not in allowed:
                 raise SpecError(f"{self.label(f.key)} must be one of {allowed}, got {value!r}")
         net = self.build_net()
-        self._values["space"]["args"] = _normal(dict(net.family_args))
+        self._values["space"]["args"] = normal(dict(net.family_args))
         self._resolve_data(net)
-        if self.tangle:
-            self._resolve_tangle(net)
-        else:
+        method = self.method
+        if method.trains:
             self._resolve_train()
-            self._resolve_search(net)
+        objectives = self._resolve_objectives()
+        self._values["search"]["args"] = method.resolve(self, net, objectives)
         self._resolve_backend()
         self._resolved = True
         return self
@@ -56,9 +59,9 @@ class Resolving:
             try:
                 return search_spaces.get(self["space.family"], **self["space.args"])
             except ValueError as err:
-                raise SpecError(f"{self.label('space.args')} does not suit family {self['space.family']!r}: {_first_line(err)}") from None
+                raise SpecError(f"{self.label('space.args')} does not suit family {self['space.family']!r}: {first_line(err)}") from None
             except Exception as err:  # a family that rejects its arguments in its own words
-                raise SpecError(f"{self.label('space.args')} does not suit family {self['space.family']!r}: {type(err).__name__}: {_first_line(err)}") from None
+                raise SpecError(f"{self.label('space.args')} does not suit family {self['space.family']!r}: {type(err).__name__}: {first_line(err)}") from None
 
     def data(self, net: Any) -> Any:
         """The training and validation data (a `nas.data.Data`)."""
@@ -77,18 +80,18 @@ class Resolving:
                 bad = next((k for k in args if k not in allowed), "?")
                 raise SpecError(f"unknown key {bad!r} in {label} for digits; the keys are: {', '.join(allowed)}") from None
             except ValueError as err:
-                raise SpecError(f"{label}: {_first_line(err)}") from None
+                raise SpecError(f"{label}: {first_line(err)}") from None
         module, _, attr = source.partition(":")
         if not module or not attr:
             raise SpecError(f"{self.label('data.source')} must be 'digits' or 'package.module:function', got {source!r}")
         try:
             factory = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as err:
-            raise SpecError(f"{self.label('data.source')}: cannot import {source!r} ({_first_line(err)})") from None
+            raise SpecError(f"{self.label('data.source')}: cannot import {source!r} ({first_line(err)})") from None
         try:
             return resolve(net, factory(**args))
         except (TypeError, ValueError) as err:
-            raise SpecError(f"{self.label('data.source')} = {source!r} with {label} {args}: {_first_line(err)}") from None
+            raise SpecError(f"{self.label('data.source')} = {source!r} with {label} {args}: {first_line(err)}") from None
 
     def strategy(self) -> Any:
         """The training `Strategy`."""
@@ -97,7 +100,7 @@ class Resolving:
         try:
             return get_strategy(self["train.strategy"], **self["train.strategy_args"])
         except (TypeError, ValueError) as err:
-            raise SpecError(f"{self.label('train.strategy_args')} for strategy {self['train.strategy']!r}: {_first_line(err)}") from None
+            raise SpecError(f"{self.label('train.strategy_args')} for strategy {self['train.strategy']!r}: {first_line(err)}") from None
 
     def train_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of `nas.training.train_supernet` (besides net, data and run)."""
@@ -116,7 +119,7 @@ class Resolving:
         }
 
     def search_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of `nas.search` (besides net, data and run)."""
+        """Keyword arguments of `nas.search` (besides net, data and run), whatever the method."""
         backend_kwargs = {
             "batch_size": self["evaluate.batch_size"],
             "calibration_batches": self["evaluate.calibration_batches"],
@@ -137,15 +140,6 @@ class Resolving:
             "backend_kwargs": backend_kwargs,
         }
 
-    def searcher(self, net: Any) -> Any:
-        """A new searcher for `net`'s space (for checking its arguments)."""
-        from nas.searchers import get
-
-        try:
-            return get(self["search.searcher"], net.space, self["search.objectives"], seed=self["seed"], **self["search.args"])
-        except (TypeError, ValueError) as err:
-            raise SpecError(f"{self.label('search.args')} for searcher {self['search.searcher']!r}: {_first_line(err)}") from None
-
     def _resolve_data(self, net: Any) -> None:
         if self["data.source"] == "digits":
             from nas.data import digits
@@ -158,70 +152,18 @@ class Resolving:
 
     def _resolve_train(self) -> None:
         strategy = self.strategy()
-        self._values["train"]["strategy_args"] = _normal(strategy.params())
+        self._values["train"]["strategy_args"] = normal(strategy.params())
 
     def _resolve_objectives(self) -> list[Any]:
-        from nas.pareto import parse_objectives
-        from nas.searching import METRICS
-
         try:
             objectives = parse_objectives(self["search.objectives"])
         except ValueError as err:
-            raise SpecError(f"{self.label('search.objectives')}: {_first_line(err)}") from None
+            raise SpecError(f"{self.label('search.objectives')}: {first_line(err)}") from None
         unknown = [o.name for o in objectives if o.name not in METRICS]
         if unknown:
             raise SpecError(f"{self.label('search.objectives')} names unknown metric {unknown[0]!r}; the metrics are: {', '.join(METRICS)}")
         self._values["search"]["objectives"] = [str(o) for o in objectives]
         return objectives
-
-    def _resolve_search(self, net: Any) -> None:
-        self._resolve_objectives()
-        searcher = self.searcher(net)
-        # fill in the searcher's plain defaults, so the stored spec pins them
-        args = dict(self["search.args"])
-        for name, param in inspect.signature(type(searcher).__init__).parameters.items():
-            if name in ("self", "space", "objectives", "seed", "cost", "budget") or name in args:
-                continue
-            if param.default is not inspect.Parameter.empty and _plain_value(param.default):
-                args[name] = _normal(param.default)
-        self._values["search"]["args"] = args
-
-    def _resolve_tangle(self, net: Any) -> None:
-        """Check a tangle run: no [train], a local backend, its options; pin their defaults."""
-        objectives = self._resolve_objectives()
-        given = [k for k in self._labels if k.startswith("train.")]
-        if given:
-            raise SpecError(
-                f"{self.label(given[0])} does not apply to searcher 'tangle': it trains the supernet itself, for search.budget "
-                "epochs, with the recipe in search.args (lr, batch_size, optimizer, weight_decay, schedule, grad_clip)"
-            )
-        if self["search.batch_size"] is not None:
-            raise SpecError(f"{self.label('search.batch_size')} does not apply to searcher 'tangle': it records one architecture per epoch")
-        if self["backend.name"] != "local":
-            raise SpecError(f"{self.label('backend.name')} must be 'local' for searcher 'tangle' (it trains the supernet in this process), got {self['backend.name']!r}")
-        if self["evaluate.latency"] == "measured":
-            raise SpecError(f"{self.label('evaluate.latency')} must be 'table' for searcher 'tangle' (its expected latency comes from a latency table), got 'measured'")
-        self._values["search"]["args"] = _check_tangle_args(dict(self["search.args"]), self.label("search.args"), net, objectives)
-
-    def tangle_kwargs(self, net: Any) -> dict[str, Any]:
-        """Keyword arguments of `nas.tangle.search_tangle` (besides net, data, run, resume and progress)."""
-        args = dict(self["search.args"])
-        if isinstance(args.get("temperature"), list):
-            args["temperature"] = tuple(args["temperature"])
-        metrics = {o.partition(":")[0] for o in self["search.objectives"]}
-        if args.get("budget_constraint") is not None:
-            from nas.pareto import Constraint
-
-            metrics.add(Constraint.parse(args["budget_constraint"]).metric)
-        latency = None
-        if self["evaluate.latency"] == "table" or "latency_ms" in metrics:
-            from nas.latency import LatencyTable
-
-            latency = LatencyTable.for_net(net, batch_size=self["evaluate.latency_batch_size"])
-        evaluate_kwargs = {"batch_size": self["evaluate.batch_size"], "calibration_batches": self["evaluate.calibration_batches"],
-                           "latency_batch_size": self["evaluate.latency_batch_size"], **self["backend.args"]}
-        return {"objectives": list(self["search.objectives"]), "epochs": self["search.budget"], "seed": self["seed"],
-                "latency": latency, "evaluate_kwargs": evaluate_kwargs, **args}
 
     def _resolve_backend(self) -> None:
         if self["backend.address"] is not None and self["backend.name"] != "ray":

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from nas.errors import RunError
+from nas.metrics import default_reference, finite_reference, of
+from nas.pareto import parse_objectives
 from nas.result import SearchResult, hypervolume_history
-from nas.runs._errors import RunError
-from nas.runs._schema import TANGLE
 from nas.runs._spec import SPEC, RunSpec, load_spec
+from nas.searching import search
 from nas.store import FILENAME as STORE
 from nas.store import EvaluationStore
-from nas.training._loop import CHECKPOINT
+from nas.training import CHECKPOINT, train_supernet
 
 RUNS = Path("runs")
 
@@ -73,7 +75,7 @@ class Run(SearchResult):
 
     Attributes:
         spec: the run's `RunSpec`.
-        history: the supernet's per-epoch training records (tangle: the search's per-epoch records).
+        history: the supernet's per-epoch training records (a method that trains it in its search: the search's).
     """
 
     spec: RunSpec | None = None
@@ -97,37 +99,19 @@ class Run(SearchResult):
 
 
 def _load_net(spec: RunSpec, path: Path) -> Any:
-    import torch
-
     net = spec.build_net()
+    method = spec.method
     checkpoint = path / CHECKPOINT
     if not checkpoint.is_file():
-        if spec["train.epochs"] == 0 and not spec.tangle:
+        if method.trains and spec["train.epochs"] == 0:
             return net
-        command = "search" if spec.tangle else "train"
+        command = "train" if method.trains else "search"
         raise RunError(f"the run {path} has no trained supernet yet ({CHECKPOINT} is missing); run `nas {command} --run {path}`")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if spec.tangle:
-        _check_tangle_finished(state, path, spec["search.budget"])
-    elif int(state["epoch"]) < spec["train.epochs"]:
-        raise RunError(
-            f"the supernet of {path} is trained for {state['epoch']} of {spec['train.epochs']} epochs; "
-            f"run `nas train --run {path}` to finish it"
-        )
+    method.check_finished(spec, path, state)
     net.load_state_dict(state["model"])
     net.eval()
     return net
-
-
-def _check_tangle_finished(state: Mapping[str, Any], path: Path, epochs: int) -> None:
-    """A tangle run's weights are final once it ran all epochs and re-evaluated its architectures with them."""
-    epoch = int(state["epoch"])
-    refreshed = None
-    if (path / STORE).is_file():
-        with EvaluationStore(path / STORE, create=False) as store:
-            refreshed = store.meta("refreshed_epoch")
-    if state.get("recipe", {}).get("kind") != TANGLE or epoch < epochs or refreshed != epoch:
-        raise RunError(f"the tangle search of {path} has run {epoch} of {epochs} epochs; run `nas search --run {path}` to finish it")
 
 
 def load_run(path: str | os.PathLike) -> Run:
@@ -143,8 +127,6 @@ def load_run(path: str | os.PathLike) -> Run:
     if not (path / SPEC).is_file():
         raise RunError(f"no run at {path}: it has no {SPEC}")
     spec = load_spec(path)
-    from nas.pareto import parse_objectives
-
     objectives = parse_objectives(spec["search.objectives"])
     evaluations: list = []
     ends: list[int] = []
@@ -154,17 +136,14 @@ def load_run(path: str | os.PathLike) -> Run:
             evaluations, ends = store.load_batches()
             stored = store.meta("reference")
         if stored:
-            reference = {k: (math.inf if v is None else float(v)) for k, v in stored.items()}
+            reference = finite_reference(stored)
     net = None
     if reference is None:
-        from nas.searching import default_reference
-
         net = spec.build_net()
-        reference = {k: (math.inf if v is None else v) for k, v in default_reference(net, objectives).items()}
+        largest = net.cost(net.largest())
+        reference = finite_reference(default_reference(objectives, {m: largest[m] for m in of("analytic")}))
     history = []
     if (path / CHECKPOINT).is_file():
-        import torch
-
         history = torch.load(path / CHECKPOINT, map_location="cpu", weights_only=True)["history"]
     return Run(
         evaluations=evaluations,
@@ -191,8 +170,9 @@ def run_spec(
     Training resumes from the last epoch's checkpoint and the search from the stored
     evaluations, so a run killed at any moment (even with SIGKILL) and started again
     ends with the same front as an uninterrupted one. Every key is validated before the
-    run directory is created or touched. With searcher ``"tangle"`` there is no training
-    phase: `nas.tangle.search_tangle` trains the supernet and resumes from its checkpoint.
+    run directory is created or touched. The searcher's method (`nas.methods`) says
+    whether there is a training phase; one without it trains the supernet in its search
+    and resumes from its own checkpoint.
 
     Args:
         spec: as `load_spec` takes it (None: the built-in demo).
@@ -201,27 +181,23 @@ def run_spec(
         progress: progress bars for training and search.
         **overrides: spec keys by flag name (``budget=``, ``searcher=``, ...; see `load_spec`).
     """
-    from nas.searching import search
-    from nas.training import train_supernet
-
     spec = load_spec(spec, **overrides)
-    if train_only and spec.tangle:
-        raise RunError("searcher 'tangle' trains the supernet during its search: run `nas search`, not `nas train`")
+    method = spec.method
+    if train_only and not method.trains:
+        raise RunError(f"searcher {spec['search.searcher']!r} trains the supernet during its search: run `nas search`, not `nas train`")
     net = spec.build_net()
     data = spec.data(net)
     path = prepare(spec, run)
-    if spec.tangle:
-        from nas.tangle import search_tangle
-
-        result = search_tangle(net, data, run=path, resume=True, progress=progress, **spec.tangle_kwargs(net))
-        history = result.history
-    else:
+    history = None
+    if method.trains:
         history = train_supernet(net, data, run=path, resume=True, progress=progress, **spec.train_kwargs())
         if train_only:
             result = load_run(path)
             result._net = net
             return result
-        result = search(net, data, run=path, progress=progress, **spec.search_kwargs())
+    result = search(net, data, run=path, progress=progress, **spec.search_kwargs())
+    if history is None:  # the search trained the supernet: its per-epoch records
+        history = result.history
     return Run(
         evaluations=result.evaluations,
         objectives=result.objectives,

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from nas._toml import dumps_toml
-from nas.runs._errors import RunError, SpecError
+from nas.errors import RunError, SpecError
+from nas.methods import Method, for_searcher
 from nas.runs._resolve import Resolving
-from nas.runs._schema import _ARGS_OF, _BY_FLAG, _BY_KEY, FIELDS, SECTIONS, TANGLE, _check, _from_text, _normal
+from nas.runs._schema import _ARGS_OF, _BY_FLAG, _BY_KEY, FIELDS, SECTIONS
+from nas.schema import check, from_text, normal
 
 SPEC = "spec.toml"
 
@@ -71,10 +73,10 @@ class RunSpec(Resolving):
                     if dotted not in _BY_KEY:
                         raise SpecError(f"unknown spec key {dotted!r}{where}; the keys of [{key}] are: {', '.join(allowed)}")
                     labels[dotted] = f"{dotted}{where}"
-                    values[key][sub] = _check(_BY_KEY[dotted], v, labels[dotted])
+                    values[key][sub] = check(_BY_KEY[dotted], v, labels[dotted])
             elif key in top:
                 labels[key] = f"{key}{where}"
-                values[key] = _check(_BY_KEY[key], value, labels[key])
+                values[key] = check(_BY_KEY[key], value, labels[key])
             else:
                 raise SpecError(
                     f"unknown spec key {key!r}{where}; the top-level keys are: {', '.join(top)}, "
@@ -112,7 +114,8 @@ class RunSpec(Resolving):
         """A copy with the flag-named keys set (`how`: ``"flag"`` for CLI text, ``"keyword"`` for Python values).
 
         A different ``space`` drops the old family's ``space.args``, and a different
-        ``searcher`` the old searcher's ``search.args`` (and, to ``"tangle"``, the ``[train]`` section).
+        ``searcher`` the old searcher's ``search.args`` (and, to one whose method trains the
+        supernet itself, the ``[train]`` section).
         """
         out = RunSpec(copy.deepcopy(self._values), self._labels)
         for name, value in sorted(values.items(), key=lambda item: item[0] not in ("space", "searcher")):
@@ -123,12 +126,12 @@ class RunSpec(Resolving):
                 raise SpecError(f"unknown argument {name!r}; the arguments are: {', '.join(_BY_FLAG)}")
             label = f"--{name.replace('_', '-')}" if how == "flag" else f"the '{name}' argument"
             if how == "flag":
-                value = _from_text(f, value, label)
-            value = _check(f, value, label)
+                value = from_text(f, value, label)
+            value = check(f, value, label)
             if f.key in _ARGS_OF and value != out[f.key]:  # another family or searcher: its own arguments
                 section, _ = f.key.split(".")
                 out._values[section]["args"] = {}
-                if value == TANGLE:  # it trains the supernet itself: the old training recipe goes too
+                if f.key == "search.searcher" and not for_searcher(value).trains:  # the old training recipe goes too
                     out._reset("train")
             out._set(f.key, value)
             out._labels[f.key] = label
@@ -153,9 +156,13 @@ class RunSpec(Resolving):
         self._labels = {k: v for k, v in self._labels.items() if not k.startswith(f"{section}.")}
 
     @property
-    def tangle(self) -> bool:
-        """Whether the searcher is ``"tangle"`` (the search trains the supernet; no ``[train]``)."""
-        return self["search.searcher"] == TANGLE
+    def method(self) -> Method:
+        """The `nas.methods.Method` the searcher chooses (whether there is a ``[train]`` phase, how it searches)."""
+        return for_searcher(self["search.searcher"])
+
+    def given(self, section: str) -> list[str]:
+        """The keys of `section` given explicitly (in the file, a dict, flags or keywords), not left to their defaults."""
+        return [k for k in self._labels if k.startswith(f"{section}.")]
 
     def label(self, key: str) -> str:
         """How `key` was given, for messages (``"search.budget in runs/x.toml"``, ``"--budget"``)."""
@@ -169,8 +176,8 @@ class RunSpec(Resolving):
         """The spec as a nested dict (unset keys left out)."""
         out: dict[str, Any] = {}
         for key, value in self._values.items():
-            if key == "train" and self.tangle:
-                continue  # the tangle search trains the supernet with its own recipe (search.args)
+            if key == "train" and not self.method.trains:
+                continue  # the search trains the supernet with its own recipe (search.args)
             if isinstance(value, dict) and key in SECTIONS:
                 section = {k: copy.deepcopy(v) for k, v in value.items() if v is not None}
                 if section:
@@ -194,7 +201,7 @@ class RunSpec(Resolving):
         """``(key, mine, other's)`` for each identity key (see `Field.identity`) that differs."""
         out = []
         for f in FIELDS:
-            if f.identity and _normal(self[f.key]) != _normal(other[f.key]):
+            if f.identity and normal(self[f.key]) != normal(other[f.key]):
                 out.append((f.key, self[f.key], other[f.key]))
         return out
 

@@ -7,7 +7,8 @@ weights; ``"weighted_sum"``: one forward per candidate). `Tangle` prepares a sup
 forwards for every elastic layer, a differentiable expected cost), `tangle_mode` runs it
 under given weights and restores every layer on exit, `BiLevel` is one step of bi-level
 training (with the cost terms of `CostObjective` and a `Budget`), and `search_tangle` is
-the search that records the argmax architecture after each epoch.
+the search that records the argmax architecture after each epoch; `TangleMethod` makes it
+the method of searcher ``"tangle"`` for `nas.search`, specs and the ``nas`` command.
 
     >>> import search_spaces
     >>> from nas.tangle import ArchParameters, Softmax, tangle_mode
@@ -25,6 +26,7 @@ from nas.tangle._bilevel import BiLevel, CostObjective
 from nas.tangle._budget import Budget
 from nas.tangle._cost import CostModel
 from nas.tangle._layout import Layout
+from nas.tangle._method import TangleMethod, tangle_fields
 from nas.tangle._mode import COMBINES, Tangle, tangle_mode
 from nas.tangle._sampling import SAMPLERS, Dirichlet, Gumbel, Sampler, Softmax, get_sampler
 from nas.tangle._search import search_tangle
@@ -43,9 +45,11 @@ __all__ = [
     "Sampler",
     "Softmax",
     "Tangle",
+    "TangleMethod",
     "argmax_config",
     "get_sampler",
     "one_hot",
     "search_tangle",
+    "tangle_fields",
     "tangle_mode",
 ]

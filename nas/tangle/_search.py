@@ -283,7 +283,7 @@ def search_tangle(
     result.arch = arch  # the learned architecture parameters
     result.history = history
     if run is not None and evaluations:
-        from nas.searching import write_front
+        from nas.result import write_front
 
         write_front(result)
     return result

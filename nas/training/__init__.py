@@ -7,14 +7,22 @@ same recipe, for comparisons.
 
 from nas.training._base import STRATEGIES, Strategy, get_strategy
 from nas.training._distill import DISTILLS, AlphaDivergence, kl_divergence
-from nas.training._loop import StandaloneResult, load_checkpoint, reinitialise, train_standalone, train_supernet
+from nas.training._loop import CHECKPOINT, StandaloneResult, load_checkpoint, reinitialise, train_standalone, train_supernet
 from nas.training._ordered_dropout import OrderedDropout
+from nas.training._recipe import BATCH_SIZE, EPOCHS, LR, OPTIMIZERS, SCHEDULES, WEIGHT_DECAY
 from nas.training._sandwich import Sandwich
 from nas.training._uniform import Uniform
 
 __all__ = [
+    "BATCH_SIZE",
+    "CHECKPOINT",
     "DISTILLS",
+    "EPOCHS",
+    "LR",
+    "OPTIMIZERS",
+    "SCHEDULES",
     "STRATEGIES",
+    "WEIGHT_DECAY",
     "AlphaDivergence",
     "OrderedDropout",
     "Sandwich",
