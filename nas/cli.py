@@ -20,6 +20,12 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from nas.errors import ExportInputError, NASError, RunError
+from nas.export import export, parse_formats
+from nas.report import default_picks, report
+from nas.runs import SPEC, flags, load_run, load_spec, run_spec
+from nas.training import CHECKPOINT
+
 EXIT_BAD_INPUT = 2
 
 
@@ -32,8 +38,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _spec_flags(parser: argparse.ArgumentParser) -> None:
-    from nas.runs import flags
-
     parser.add_argument("--spec", metavar="FILE", help="run spec (TOML); default: the run directory's spec.toml, else the built-in demo")
     parser.add_argument("--run", metavar="DIR", help="run directory (default: runs/<name>); an existing one is resumed")
     metavars = {"space": "NAME", "searcher": "NAME", "backend": "NAME", "ray_address": "ADDR", "objectives": "LIST"}
@@ -99,21 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         return int(args.handler(args) or 0)
-    except _user_errors() as err:
+    except NASError as err:
         print(f"nas: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("nas: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from nas.export import ExportError
-    from nas.pareto import Infeasible, InvalidConstraint, InvalidObjective, MissingMetric
-    from nas.runs import RunError
-    from nas.space import InvalidConfig
-
-    return (RunError, InvalidConfig, InvalidObjective, InvalidConstraint, Infeasible, MissingMetric, ExportError)
 
 
 def _one_line(err: BaseException) -> str:
@@ -123,8 +118,6 @@ def _one_line(err: BaseException) -> str:
 
 # -- commands ------------------------------------------------------------------------------
 def _spec(args: argparse.Namespace):
-    from nas.runs import SPEC, load_spec
-
     overrides = {k[len("spec_"):]: v for k, v in vars(args).items() if k.startswith("spec_") and v is not None}
     base: Any = args.spec
     if base is None and args.run is not None and (Path(args.run) / SPEC).is_file():
@@ -133,8 +126,6 @@ def _spec(args: argparse.Namespace):
 
 
 def _search(args: argparse.Namespace) -> int:
-    from nas.runs import run_spec
-
     spec = _spec(args)
     run = run_spec(spec, run=args.run, progress=not args.quiet)
     print(run.summary())
@@ -144,13 +135,9 @@ def _search(args: argparse.Namespace) -> int:
         for how in _picks(run):
             ev = run.pick(how)
             print(f"pick {how}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in ev.metrics.items()))
-    files = [(run.run / "spec.toml", "the spec: `nas search --run DIR` repeats or resumes the run"),
-             (run.run / "supernet.pt", "the trained supernet checkpoint"),
-             (run.run / "evaluations.sqlite", "every evaluation (SQLite)"),
-             (run.run / "front.json", "the Pareto front")]
+    files = [(run.run / SPEC, "the spec: `nas search --run DIR` repeats or resumes the run")]
+    files += [(run.run / name, what) for name, what in run.spec.method.files.items()]
     if front and not args.no_report:
-        from nas.report import report
-
         written = report(run)
         files += [(p, "report") for p in written.values()]
     print("\nfiles:")
@@ -163,8 +150,6 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from nas.runs import run_spec
-
     run = run_spec(_spec(args), run=args.run, train_only=True, progress=not args.quiet)
     if run.history:
         last = run.history[-1]
@@ -172,29 +157,26 @@ def _train(args: argparse.Namespace) -> int:
         print(f"supernet trained for {last['epoch']} epoch{'s' if last['epoch'] != 1 else ''}: {scores}")
     else:
         print("no training (epochs = 0)")
-    print(f"checkpoint: {run.run / 'supernet.pt'}")
+    print(f"checkpoint: {run.run / CHECKPOINT}")
     print(f"next: nas search --run {run.run}")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from nas.export import export, parse_formats
-    from nas.runs import RunError, load_run
-
     try:
         formats = parse_formats(args.format)
     except ValueError as err:
-        raise RunError(f"--format: {err}") from None
+        raise ExportInputError(f"--format: {err}") from None
     if args.config is not None and args.pick is not None:
-        raise RunError("give either --pick or --config, not both")
+        raise ExportInputError("give either --pick or --config, not both")
     pick: Any = args.pick or "knee"
     if args.config is not None:
         try:
             pick = json.loads(args.config)
         except json.JSONDecodeError as err:
-            raise RunError(f"--config is not valid JSON: {err}") from None
+            raise ExportInputError(f"--config is not valid JSON: {err}") from None
         if not isinstance(pick, dict):
-            raise RunError(f"--config must be a JSON object of dimension -> value, got {args.config!r}")
+            raise ExportInputError(f"--config must be a JSON object of dimension -> value, got {args.config!r}")
     run = load_run(args.run)
     if isinstance(pick, dict):
         run.space.validate(pick)  # before the supernet is loaded
@@ -215,9 +197,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from nas.report import report
-    from nas.runs import load_run
-
     files = report(load_run(args.run), args.out, args.pick)
     print("report:")
     for path in files.values():
@@ -227,7 +206,6 @@ def _report(args: argparse.Namespace) -> int:
 
 def _spaces(args: argparse.Namespace) -> int:
     import search_spaces
-    from nas.runs import RunError
 
     names = search_spaces.names()
     if args.family is not None and args.family not in names:
@@ -246,8 +224,6 @@ def _spaces(args: argparse.Namespace) -> int:
 
 
 def _picks(run: Any) -> list[str]:
-    from nas.report import default_picks
-
     return default_picks(run.objectives)
 
 

@@ -13,8 +13,9 @@ from torch import nn
 
 from nas.data import Batch, Data, resolve
 from nas.evaluation import Evaluation
+from nas.metrics import METRICS as TABLE
 
-METRICS = ("accuracy", "loss", "params", "macs")
+METRICS = tuple(m.name for m in TABLE.values() if m.how != "timed")  # latency_ms: see `latency`
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nas.errors import ExportInputError, NASError
 from nas.evaluation import Evaluation
 
 FORMATS = ("pt", "torchscript", "onnx")
@@ -33,7 +34,7 @@ ONNX_TOLERANCE = 1e-4
 TORCHSCRIPT_TOLERANCE = 1e-5
 
 
-class ExportError(RuntimeError):
+class ExportError(NASError, RuntimeError):
     """An exported model that fails a check (accuracy, TorchScript or ONNX outputs)."""
 
 
@@ -101,7 +102,7 @@ def export(
             raises `ExportError` on a mismatch.
         opset: ONNX opset version.
     """
-    from nas.runs import Run, RunError, load_run
+    from nas.runs import Run, load_run
 
     formats = parse_formats(formats)
     run = None
@@ -123,7 +124,7 @@ def export(
         stored = pick
     elif isinstance(pick, str):
         if run is None:
-            raise RunError(f"pick={pick!r} chooses from a run's evaluations; with a supernet, pass a config")
+            raise ExportInputError(f"pick={pick!r} chooses from a run's evaluations; with a supernet, pass a config")
         how = pick
         stored = run.pick(pick)
         config = stored.config
@@ -216,20 +217,19 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
         >>> load_model("no/such/export")
         Traceback (most recent call last):
         ...
-        nas.runs.RunError: no exported model at no/such/export: it has no arch.json
+        nas.export.ExportInputError: no exported model at no/such/export: it has no arch.json
     """
-    from nas.runs import RunError
 
     path = Path(path)
     if not (path / ARCH).is_file():
-        raise RunError(f"no exported model at {path}: it has no {ARCH}")
+        raise ExportInputError(f"no exported model at {path}: it has no {ARCH}")
     arch = json.loads((path / ARCH).read_text())
     if arch["family"] == "custom":
         if (path / FILES["torchscript"]).is_file():
             return _load_torchscript(path / FILES["torchscript"], device).eval()
-        raise RunError(f"{path} holds a custom-family model: export it with format 'torchscript' to load it without its supernet")
+        raise ExportInputError(f"{path} holds a custom-family model: export it with format 'torchscript' to load it without its supernet")
     if not (path / FILES["pt"]).is_file():
-        raise RunError(f"{path} has no {FILES['pt']}: export it with format 'pt'")
+        raise ExportInputError(f"{path} has no {FILES['pt']}: export it with format 'pt'")
     import search_spaces
 
     with torch.random.fork_rng(devices=[]):  # skeleton weights are overwritten: leave the caller's RNG alone
@@ -346,4 +346,4 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "model"
 
 
-__all__ = ["ExportError", "Exported", "FORMATS", "export", "extract_calibrated", "load_model", "parse_formats"]
+__all__ = ["ExportError", "ExportInputError", "Exported", "FORMATS", "export", "extract_calibrated", "load_model", "parse_formats"]

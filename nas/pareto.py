@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 
+from nas.errors import NASError
 from nas.evaluation import Evaluation
 from nas.metrics import METRICS, worse_than
 
@@ -32,19 +33,19 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
 _CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(<=|>=|==|<|>)\s*(\S+)\s*$")
 
 
-class InvalidObjective(ValueError):
+class InvalidObjective(NASError, ValueError):
     """An objective spec with a bad name or direction."""
 
 
-class InvalidConstraint(ValueError):
+class InvalidConstraint(NASError, ValueError):
     """A constraint (or a `pick` rule) that cannot be parsed."""
 
 
-class MissingMetric(ValueError):
+class MissingMetric(NASError, ValueError):
     """An evaluation lacks a metric that an objective or constraint needs."""
 
 
-class Infeasible(ValueError):
+class Infeasible(NASError, ValueError):
     """No ok evaluation meets the constraints."""
 
 

@@ -23,7 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from nas.errors import ReportError
 from nas.evaluation import Evaluation
+from nas.metrics import METRICS
 
 FILES = ("front.png", "hypervolume.png", "dimensions.png", "summary.md", "evaluations.csv")
 
@@ -49,13 +51,13 @@ def report(run: Any, out: str | os.PathLike | None = None, picks: Sequence[str] 
         out: output directory (default ``<run>/report``).
         picks: pick rules to mark (`nas.pick`); default: the knee and the best of the first objective.
     """
-    from nas.runs import RunError, load_run
+    from nas.runs import load_run
 
     if isinstance(run, (str, os.PathLike)):
         run = load_run(run)
     front = run.front
     if not front:
-        raise RunError(f"the run {run.run} has no successful evaluation yet; run `nas search --run {run.run}` first")
+        raise ReportError(f"the run {run.run} has no successful evaluation yet; run `nas search --run {run.run}` first")
     rules = list(picks) if picks else default_picks(run.objectives)
     chosen = [(rule, run.pick(rule)) for rule in rules]  # bad rules fail before anything is written
     out = Path(out) if out is not None else run.run / "report"
@@ -231,7 +233,7 @@ def _csv(run: Any, path: Path) -> Path:
 def _markdown(run: Any, chosen: list[tuple[str, Evaluation]], files: dict[str, Path], path: Path) -> Path:
     spec = run.spec
     objectives = [o.name for o in run.objectives]
-    extra = [m for m in ("accuracy", "loss", "params", "macs", "latency_ms") if m not in objectives and any(m in e.metrics for e in run.front)]
+    extra = [m for m in METRICS if m not in objectives and any(m in e.metrics for e in run.front)]
     columns = objectives + extra
     failed = sum(not e.ok for e in run.evaluations)
     lines = [f"# Run `{_name(run)}`", ""]
@@ -288,4 +290,4 @@ def _name(run: Any) -> str:
     return spec.name if spec is not None else (run.run.name if run.run is not None else "search")
 
 
-__all__ = ["FILES", "default_picks", "report"]
+__all__ = ["FILES", "ReportError", "default_picks", "report"]

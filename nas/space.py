@@ -11,11 +11,13 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from nas.errors import NASError
+
 Value = int | float | str
 Config = dict[str, Value]
 
 
-class InvalidConfig(ValueError):
+class InvalidConfig(NASError, ValueError):
     """A config that is not a point of its search space."""
 
 

@@ -9,15 +9,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from nas.space import SearchSpace
+from nas import NASError, SearchSpace
 from predictors._features import Featuriser
 
 
-class InvalidParameterError(ValueError, TypeError):
+class InvalidParameterError(NASError, ValueError, TypeError):
     """A predictor hyper-parameter with a value it does not allow (scikit-learn's name and wording)."""
 
 
-class NotFittedError(ValueError, AttributeError):
+class NotFittedError(NASError, ValueError, AttributeError):
     """`predict` called on a predictor that has not been fitted."""
 
 

@@ -16,8 +16,8 @@ from torch.utils.data import TensorDataset
 
 from nas.data import Data, digits
 from nas.evaluate import default_loss, evaluate, score
-from nas.export import ExportError, export, load_model
-from nas.runs import RunError, load_run, run_spec
+from nas.export import ExportError, ExportInputError, export, load_model
+from nas.runs import load_run, run_spec
 from nas.space import InvalidConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,11 +123,11 @@ def test_export_validates_its_input(run, tmp_path):
     net = run.net
     with pytest.raises(InvalidConfig, match="dimension 'depth' must be one of"):
         export(run, {"depth": 7}, tmp_path / "x")
-    with pytest.raises(RunError, match="chooses from a run's evaluations"):
+    with pytest.raises(ExportInputError, match="chooses from a run's evaluations"):
         export(net, "knee", tmp_path / "x")
     with pytest.raises(ValueError, match="unknown export format 'tflite'"):
         export(run, "knee", tmp_path / "x", formats="tflite")
-    with pytest.raises(RunError, match="no exported model at"):
+    with pytest.raises(ExportInputError, match="no exported model at"):
         load_model(tmp_path / "nothing")
     assert not (tmp_path / "x").exists()
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 class Method:
-    """A way to search a supernet: black-box search over a trained supernet, TangleNAS's bi-level search, ...
+    """A way to search a supernet: black-box search over a trained supernet, a bi-level gradient search, ...
 
     `nas.search`, `nas.run_spec`, `nas.load_run`, the report and the ``nas`` command know no
     method by name: they ask the method chosen by the searcher name (`for_searcher`) what
@@ -103,8 +103,8 @@ def names() -> list[str]:
 
     Example:
         >>> import nas.methods
-        >>> nas.methods.names()
-        ['blackbox', 'tangle']
+        >>> "blackbox" in nas.methods.names()
+        True
     """
     return METHODS.names()
 

@@ -10,12 +10,13 @@ from typing import Any
 from nas.errors import RunError, SpecError
 from nas.latency import LatencyTable
 from nas.methods import Method, register
+from nas.metrics import costs, of
 from nas.pareto import Constraint, Objective
 from nas.result import SearchResult
 from nas.schema import Field, check, first_line, normal, plain_value
 from nas.store import FILENAME as STORE
 from nas.store import EvaluationStore
-from nas.tangle._budget import COST_METRICS, Budget
+from nas.tangle._budget import Budget
 from nas.tangle._mode import COMBINES
 from nas.tangle._sampling import SAMPLERS
 from nas.tangle._search import search_tangle
@@ -153,7 +154,7 @@ def _check_args(args: dict[str, Any], label: str, net: Any, objectives: list[Any
         if name not in fields:
             raise SpecError(f"unknown key {name!r} in {label} for searcher 'tangle'; the keys are: {', '.join(fields)}")
         out[name] = _check_temperature(value, named(name)) if name == "temperature" else check(fields[name], value, named(name))
-    if out.get("cost_weight") and not any(o.name in COST_METRICS for o in objectives):
+    if out.get("cost_weight") and not any(o.name in costs() for o in objectives):
         raise SpecError(f"{named('cost_weight')} = {out['cost_weight']:g} needs a cost objective (params, macs or latency_ms) in search.objectives")
     if "budget_constraint" in out:
         _check_budget(net, out["budget_constraint"], named("budget_constraint"))
@@ -180,7 +181,7 @@ def _check_budget(net: Any, text: str, label: str) -> None:
     """A budget that bounds a cost from above and that some subnet meets."""
     try:
         constraint = Constraint.parse(text)
-        analytic = constraint.metric in ("params", "macs")  # latency is checked against its table when the search starts
+        analytic = constraint.metric in of("analytic")  # latency is checked against its table when the search starts
         Budget(constraint, lambda config: float(net.cost(config)[constraint.metric]) if analytic else 0.0, net.space)
     except ValueError as err:
         raise SpecError(f"{label}: {first_line(err)}") from None

@@ -1,0 +1,40 @@
+"""One error root: every exception class the project defines derives from `nas.NASError`, and the CLI catches it."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+
+import nas
+import predictors
+import search_spaces
+from nas.cli import main
+
+
+def _exception_classes() -> list[type]:
+    found = {}
+    for package in (nas, predictors, search_spaces):
+        names = [package.__name__] + [m.name for m in pkgutil.walk_packages(package.__path__, package.__name__ + ".")]
+        for name in names:
+            if name == "nas.backends._ray" or name.endswith("__main__"):
+                continue  # imports Ray
+            module = importlib.import_module(name)
+            for _, cls in inspect.getmembers(module, inspect.isclass):
+                if issubclass(cls, BaseException) and cls.__module__.split(".")[0] in ("nas", "predictors", "search_spaces"):
+                    found[cls.__qualname__] = cls
+    return list(found.values())
+
+
+def test_every_project_exception_derives_from_nas_error_and_keeps_its_value_error_base():
+    classes = _exception_classes()
+    names = {c.__name__ for c in classes}
+    assert {"RunError", "SpecError", "InvalidConfig", "InvalidObjective", "ExportError", "ReportError", "NotFittedError"} <= names
+    assert [c.__name__ for c in classes if not issubclass(c, nas.NASError)] == []
+    assert all(issubclass(c, ValueError) for c in classes if c.__name__ not in ("NASError", "ExportError"))
+
+
+def test_the_cli_reports_any_nas_error_in_one_line(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "none"), "--format", "gif"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nas: error: --format") and err.count("\n") == 1
