@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 from nas.errors import ExportInputError, NASError, RunError
 from nas.export import export, parse_formats
+from nas.registry import FAMILIES, build_family
 from nas.report import default_picks, report
 from nas.runs import SPEC, flags, load_run, load_spec, run_spec
 from nas.training import CHECKPOINT
@@ -205,13 +206,11 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _spaces(args: argparse.Namespace) -> int:
-    import search_spaces
-
-    names = search_spaces.names()
+    names = FAMILIES.names()
     if args.family is not None and args.family not in names:
         raise RunError(f"unknown family {args.family!r}; the families are: {', '.join(names)}")
     for name in [args.family] if args.family else names:
-        net = search_spaces.get(name)
+        net = build_family(name)
         doc = (type(net).__doc__ or "").strip().splitlines()[0] if type(net).__doc__ else ""
         space = net.space
         print(f"{name}: {doc}")

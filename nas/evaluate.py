@@ -13,7 +13,9 @@ from torch import nn
 
 from nas.data import Batch, Data, resolve
 from nas.evaluation import Evaluation
+from nas.latency import LatencyTable, measure_latency
 from nas.metrics import METRICS as TABLE
+from nas.metrics import of
 
 METRICS = tuple(m.name for m in TABLE.values() if m.how != "timed")  # latency_ms: see `latency`
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -81,11 +83,9 @@ def evaluate(
         if not isinstance(value, int) or value < low:
             raise ValueError(f"The '{name}' parameter of evaluate must be an int >= {low}, got {value!r}.")
     configs = list(configs)
-    scoring = any(m in metrics for m in ("accuracy", "loss"))
+    scoring = any(m in metrics for m in of("evaluated"))
     table = None
     if latency == "table":
-        from nas.latency import LatencyTable
-
         table = LatencyTable.for_net(net, batch_size=latency_batch_size)
     elif latency not in (False, None, "measured"):
         table = latency
@@ -118,8 +118,6 @@ def evaluate(
                     if "params" in metrics or "macs" in metrics:
                         out.update({k: v for k, v in net.cost(config).items() if k in metrics})
                     if latency == "measured":
-                        from nas.latency import measure_latency
-
                         out["latency_ms"] = measure_latency(net, config, batch_size=latency_batch_size, device=target)
                     elif table is not None:
                         out["latency_ms"] = float(table.predict(config))

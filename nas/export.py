@@ -25,6 +25,7 @@ from torch import nn
 
 from nas.errors import ExportInputError, NASError
 from nas.evaluation import Evaluation
+from nas.registry import build_family
 
 FORMATS = ("pt", "torchscript", "onnx")
 FILES = {"pt": "model.pt", "torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
@@ -230,10 +231,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
         raise ExportInputError(f"{path} holds a custom-family model: export it with format 'torchscript' to load it without its supernet")
     if not (path / FILES["pt"]).is_file():
         raise ExportInputError(f"{path} has no {FILES['pt']}: export it with format 'pt'")
-    import search_spaces
-
     with torch.random.fork_rng(devices=[]):  # skeleton weights are overwritten: leave the caller's RNG alone
-        skeleton = search_spaces.get(arch["family"], **arch["family_args"])
+        skeleton = build_family(arch["family"], **arch["family_args"])
         model = skeleton.extract(arch["config"])
     model.load_state_dict(torch.load(path / FILES["pt"], map_location="cpu", weights_only=True))
     return model.to(device).eval()

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas.elastic._base import ElasticModule
+from nas.elastic import ElasticModule
 
 _TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

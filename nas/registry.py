@@ -120,3 +120,35 @@ def instance_or_named(value: Any, base: type, entries: Mapping[str, Callable[...
     if value not in entries:
         raise ValueError(f"The {parameter!r} parameter must be one of {sorted(entries)} or a {base.__name__}, got {value!r}.")
     return entries[value](**kwargs)
+
+
+# -- the registries: every pluggable kind, and the modules whose import registers its entries --
+FAMILIES: Registry[Any] = Registry(
+    "search space family", plural="search space families",
+    plugins=("search_spaces.mlp", "search_spaces.cnn", "search_spaces.transformer", "search_spaces.cell"),
+)
+"""Supernet families (`search_spaces`), built with their arguments."""
+SEARCHERS: Registry[Any] = Registry("searcher", fixed=("space", "objectives"), plugins=("nas.searchers",))
+"""Searchers of black-box search (`nas.searchers`), built on a space and objectives."""
+PREDICTORS: Registry[Any] = Registry("predictor", fixed=("space",), plugins=("predictors",))
+"""Learned predictors (`predictors`), built on a space."""
+PREDICTOR_SELECTION: Registry[Any] = Registry("predictor selection", plugins=("predictors",))
+"""Functions that choose and fit a predictor (``"auto"``: the best cross-validated one)."""
+BACKENDS: Registry[Any] = Registry("backend", fixed=("net", "data"), plugins=("nas.backends",))
+"""Where evaluations run (`nas.backends`), built on a supernet and its data."""
+METHODS: Registry[Any] = Registry("method", plugins=("nas.methods._blackbox", "nas.tangle"))
+"""How a run searches (`nas.methods`)."""
+
+
+def build_family(name: str, **kwargs: Any) -> Any:
+    """A new supernet of family `name` built with `kwargs` (bad arguments raise `ValueError`).
+
+    Example:
+        >>> build_family("mlp", widths=(16,), depths=(1,), ranks=(4,)).family
+        'mlp'
+    """
+    try:
+        return FAMILIES.build(name, **kwargs)
+    except TypeError as err:
+        raise ValueError(f"bad arguments for family {name!r}: {err}") from None
+

@@ -26,6 +26,7 @@ from typing import Any
 from nas.errors import ReportError
 from nas.evaluation import Evaluation
 from nas.metrics import METRICS
+from nas.runs import load_run
 
 FILES = ("front.png", "hypervolume.png", "dimensions.png", "summary.md", "evaluations.csv")
 
@@ -51,8 +52,6 @@ def report(run: Any, out: str | os.PathLike | None = None, picks: Sequence[str] 
         out: output directory (default ``<run>/report``).
         picks: pick rules to mark (`nas.pick`); default: the knee and the best of the first objective.
     """
-    from nas.runs import load_run
-
     if isinstance(run, (str, os.PathLike)):
         run = load_run(run)
     front = run.front

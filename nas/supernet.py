@@ -14,8 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas.elastic._base import ElasticModule
-from nas.elastic._containers import ElasticSequential, OpChoice
+from nas.elastic import ElasticModule, ElasticSequential, OpChoice
 from nas.space import Choice, Config, SearchSpace
 
 _CACHE_SIZE = 4096

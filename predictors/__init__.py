@@ -10,6 +10,7 @@ Example:
     (4,)
 """
 
+from nas.registry import PREDICTOR_SELECTION
 from predictors._base import InvalidParameterError, NotFittedError, Predictor
 from predictors._boosting import BoostingPredictor
 from predictors._ensemble import EnsemblePredictor
@@ -21,6 +22,8 @@ from predictors._mlp import MLPPredictor
 from predictors._registry import get, names, register
 from predictors._ridge import RidgePredictor
 from predictors._selection import auto, ranking_scores, validate
+
+PREDICTOR_SELECTION.register("auto")(auto)
 
 __all__ = [
     "BoostingPredictor",

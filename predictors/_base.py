@@ -11,6 +11,7 @@ import numpy as np
 
 from nas import NASError, SearchSpace
 from predictors._features import Featuriser
+from predictors._registry import with_std
 
 
 class InvalidParameterError(NASError, ValueError, TypeError):
@@ -84,8 +85,6 @@ class Predictor:
     def predict_std(self, configs: Sequence[Mapping]) -> np.ndarray:
         """The predictive standard deviation of each config (same units as the values)."""
         if not self.supports_std:
-            from predictors._registry import with_std
-
             raise NotImplementedError(
                 f"{type(self).__name__} does not estimate uncertainty; predictors with predict_std: "
                 f"{', '.join(with_std())}"

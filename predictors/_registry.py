@@ -8,10 +8,9 @@ if TYPE_CHECKING:
     from nas.space import SearchSpace
     from predictors._base import Predictor
 
-from nas.registry import Registry
+from nas.registry import PREDICTORS
 
-_REGISTRY: Registry[Predictor] = Registry("predictor", fixed=("space",))
-register = _REGISTRY.register
+register = PREDICTORS.register
 
 
 def names() -> list[str]:
@@ -22,7 +21,7 @@ def names() -> list[str]:
         >>> "gp" in predictors.names()
         True
     """
-    return _REGISTRY.names()
+    return PREDICTORS.names()
 
 
 def get(name: str, space: SearchSpace, **kwargs: Any) -> Predictor:
@@ -40,9 +39,9 @@ def get(name: str, space: SearchSpace, **kwargs: Any) -> Predictor:
         space: the search space the configs come from.
         **kwargs: the predictor's hyper-parameters (its constructor arguments).
     """
-    return _REGISTRY.build(name, space, **kwargs)
+    return PREDICTORS.build(name, space, **kwargs)
 
 
 def with_std() -> list[str]:
     """Names of the predictors that implement `predict_std`."""
-    return [n for n in names() if _REGISTRY.lookup(n).supports_std]
+    return [n for n in names() if PREDICTORS.lookup(n).supports_std]

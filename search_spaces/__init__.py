@@ -1,36 +1,27 @@
-"""Built-in supernet families, built by name: ``search_spaces.get("mlp", widths=(32, 64))``."""
+"""Built-in supernet families, built by name: ``search_spaces.get("mlp", widths=(32, 64))``.
+
+Each family module registers its class with `register`; `nas.registry.FAMILIES` names
+the modules and imports them on its first lookup.
+"""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from nas.registry import Registry
+from nas.registry import FAMILIES, build_family
 from nas.supernet import Supernet
 
-_FAMILIES: Registry[Supernet] = Registry("search space family", plural="search space families")
-_BUILTIN = ("mlp", "cnn", "transformer", "cell")
-register = _FAMILIES.register
-
-
-def _load_builtins() -> None:
-    for name in _BUILTIN:
-        importlib.import_module(f"search_spaces.{name}")
+register = FAMILIES.register
 
 
 def names() -> list[str]:
     """Names of the registered families."""
-    _load_builtins()
-    return _FAMILIES.names()
+    return FAMILIES.names()
 
 
 def get(name: str, **kwargs: Any) -> Supernet:
     """A new supernet of family `name` built with `kwargs`."""
-    _load_builtins()
-    try:
-        return _FAMILIES.build(name, **kwargs)
-    except TypeError as err:
-        raise ValueError(f"bad arguments for family {name!r}: {err}") from None
+    return build_family(name, **kwargs)
 
 
 __all__ = ["get", "names", "register"]

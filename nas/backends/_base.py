@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from nas.evaluation import Evaluation
-from nas.registry import Registry
+from nas.registry import BACKENDS
 from nas.space import Config
-
 
 
 class Backend:
@@ -39,29 +38,15 @@ class Backend:
         self.close()
 
 
-_BACKENDS: Registry[Backend] = Registry("backend", fixed=("net", "data"))
-register = _BACKENDS.register
+register = BACKENDS.register
 
 
 def names() -> list[str]:
     """Names of the registered backends."""
-    _load()
-    return _BACKENDS.names()
+    return BACKENDS.names()
 
 
 def get(name: str, net: Any, data: Any = None, **kwargs: Any) -> Backend:
     """A backend by name, evaluating `net`'s configs on `data`."""
-    _load()
-    return _BACKENDS.build(name, net, data, **kwargs)
+    return BACKENDS.build(name, net, data, **kwargs)
 
-
-def _load() -> None:
-    import importlib
-    import pkgutil
-
-    import nas.backends
-
-    for info in pkgutil.iter_modules(nas.backends.__path__):
-        if not info.name.startswith("_") or info.name == "_base":
-            continue
-        importlib.import_module(f"nas.backends.{info.name}")

@@ -9,6 +9,7 @@ from nas.backends._base import Backend, register
 from nas.data import resolve
 from nas.evaluate import evaluate
 from nas.evaluation import Evaluation
+from nas.latency import LatencyTable
 from nas.space import Config
 
 
@@ -36,8 +37,6 @@ class LocalBackend(Backend):
         self.kwargs = evaluate_kwargs
         self.latency_table = None
         if evaluate_kwargs.get("latency") == "table":
-            from nas.latency import LatencyTable
-
             self.latency_table = LatencyTable.for_net(net, batch_size=evaluate_kwargs.get("latency_batch_size", 1))
             self.kwargs["latency"] = self.latency_table
 

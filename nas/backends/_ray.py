@@ -51,7 +51,9 @@ from typing import Any
 
 from nas.backends._base import Backend, register
 from nas.data import Data, resolve
+from nas.evaluate import evaluate
 from nas.evaluation import Evaluation
+from nas.latency import LatencyTable
 from nas.space import Config
 
 _MAX_SHARD = 64  # configs per shard at most: bounds the work a dying worker loses
@@ -118,8 +120,6 @@ class RayBackend(Backend):
         self.max_retries = max_retries
         self.latency_table = None
         if self.kwargs.get("latency") == "table":
-            from nas.latency import LatencyTable
-
             self.latency_table = LatencyTable.for_net(net, batch_size=self.kwargs.get("latency_batch_size", 1))
             self.kwargs["latency"] = self.latency_table
 
@@ -352,8 +352,6 @@ def _trial(config: dict[str, Any], payload: dict[str, Any]) -> None:
     import ray
     import torch
     from ray import tune
-
-    from nas.evaluate import evaluate
 
     coordinator = payload["coordinator"]
     net, data, kwargs = payload["net"], payload["data"], payload["kwargs"]

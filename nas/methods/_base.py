@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from nas.errors import RunError
-from nas.registry import Registry
+from nas.registry import METHODS
 from nas.schema import Field
 
 if TYPE_CHECKING:
@@ -93,9 +93,8 @@ class Method:
         return f"{type(self).__name__}()"
 
 
-METHODS: Registry[Method] = Registry("method", plugins=("nas.methods._blackbox", "nas.tangle"))
-"""The methods; a plugin module registers its own with `register` when imported."""
 register = METHODS.register
+"""Register a `Method` class by name (its module is one of `nas.registry.METHODS`' plugins)."""
 
 
 def names() -> list[str]:

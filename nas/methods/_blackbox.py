@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from nas.backends import Backend
 from nas.backends import get as get_backend
@@ -32,7 +32,7 @@ class BlackBox(Method):
     """
 
     trains = True
-    files = {
+    files: ClassVar[dict[str, str]] = {
         CHECKPOINT: "the trained supernet checkpoint",
         STORE: "every evaluation (SQLite)",
         "front.json": "the Pareto front",

@@ -6,11 +6,17 @@ import importlib
 import inspect
 from typing import TYPE_CHECKING, Any
 
+import torch
+
+from nas.data import digits
+from nas.data import resolve as resolve_data
 from nas.errors import SpecError
 from nas.metrics import METRICS
 from nas.pareto import parse_objectives
+from nas.registry import build_family
 from nas.runs._schema import FIELDS
 from nas.schema import first_line, normal
+from nas.training import get_strategy
 
 if TYPE_CHECKING:
     from nas.runs._spec import RunSpec
@@ -50,14 +56,10 @@ class Resolving:
 
     def build_net(self) -> Any:
         """A new supernet of the spec's family, its initial weights drawn from the spec's seed."""
-        import torch
-
-        import search_spaces
-
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self["seed"])
             try:
-                return search_spaces.get(self["space.family"], **self["space.args"])
+                return build_family(self["space.family"], **self["space.args"])
             except ValueError as err:
                 raise SpecError(f"{self.label('space.args')} does not suit family {self['space.family']!r}: {first_line(err)}") from None
             except Exception as err:  # a family that rejects its arguments in its own words
@@ -65,8 +67,6 @@ class Resolving:
 
     def data(self, net: Any) -> Any:
         """The training and validation data (a `nas.data.Data`)."""
-        from nas.data import digits, resolve
-
         source, args = self["data.source"], dict(self["data.args"])
         label = self.label("data.args")
         if source == "digits":
@@ -89,14 +89,12 @@ class Resolving:
         except (ImportError, AttributeError) as err:
             raise SpecError(f"{self.label('data.source')}: cannot import {source!r} ({first_line(err)})") from None
         try:
-            return resolve(net, factory(**args))
+            return resolve_data(net, factory(**args))
         except (TypeError, ValueError) as err:
             raise SpecError(f"{self.label('data.source')} = {source!r} with {label} {args}: {first_line(err)}") from None
 
     def strategy(self) -> Any:
         """The training `Strategy`."""
-        from nas.training import get_strategy
-
         try:
             return get_strategy(self["train.strategy"], **self["train.strategy_args"])
         except (TypeError, ValueError) as err:
@@ -142,8 +140,6 @@ class Resolving:
 
     def _resolve_data(self, net: Any) -> None:
         if self["data.source"] == "digits":
-            from nas.data import digits
-
             self.data(net)
             defaults = {k: p.default for k, p in inspect.signature(digits).parameters.items() if k != "kind"}
             self._values["data"]["args"] = {**defaults, **self["data.args"]}

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from nas.backends import names as backend_names
 from nas.methods import searcher_names
+from nas.registry import FAMILIES
 from nas.schema import Field
 from nas.training import BATCH_SIZE, EPOCHS, LR, OPTIMIZERS, SCHEDULES, STRATEGIES, WEIGHT_DECAY
-
-
-def _families() -> list[str]:
-    import search_spaces
-
-    return search_spaces.names()
 
 
 def _strategies() -> list[str]:
@@ -21,7 +16,7 @@ def _strategies() -> list[str]:
 FIELDS: tuple[Field, ...] = (
     Field("name", "str", "run", "run name; the run directory is runs/<name>", identity=False),
     Field("seed", "int", 0, "seed of the supernet's initial weights, its training and the search", flag="seed", minimum=0),
-    Field("space.family", "str", "mlp", "supernet family (see `nas spaces`)", flag="space", choices=_families),
+    Field("space.family", "str", "mlp", "supernet family (see `nas spaces`)", flag="space", choices=FAMILIES.names),
     Field("space.args", "table", {}, "the family's arguments (e.g. widths = [16, 32])"),
     Field("data.source", "str", "digits", "'digits' (scikit-learn's bundled digits) or 'package.module:function' returning the data"),
     Field("data.args", "table", {}, "arguments of the data source (digits: seed, val_fraction, test_fraction)"),

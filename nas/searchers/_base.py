@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
@@ -11,7 +10,7 @@ import numpy as np
 
 from nas.evaluation import Evaluation
 from nas.pareto import MissingMetric, Objective, parse_objectives
-from nas.registry import Registry
+from nas.registry import SEARCHERS
 from nas.space import Config, SearchSpace
 
 CostFn = Callable[[Config], Mapping[str, float]]
@@ -235,8 +234,7 @@ class Searcher:
         )
 
 
-_REGISTRY: Registry[Searcher] = Registry("searcher", fixed=("space", "objectives"))
-register = _REGISTRY.register
+register = SEARCHERS.register
 
 
 def names() -> list[str]:
@@ -247,7 +245,7 @@ def names() -> list[str]:
         >>> nas.searchers.names()
         ['evolution', 'guided', 'optuna', 'random']
     """
-    return _REGISTRY.names()
+    return SEARCHERS.names()
 
 
 def get(name: str, space: SearchSpace, objectives: Any, **kwargs: Any) -> Searcher:
@@ -266,6 +264,6 @@ def get(name: str, space: SearchSpace, objectives: Any, **kwargs: Any) -> Search
         objectives: objectives or their specs (``"accuracy:max"``).
         **kwargs: the searcher's other constructor arguments (``seed``, ``cost``, ...).
     """
-    if "budget" in kwargs and "budget" not in inspect.signature(_REGISTRY.lookup(name)).parameters:
+    if "budget" in kwargs and "budget" not in inspect.signature(SEARCHERS.lookup(name)).parameters:
         kwargs.pop("budget")  # only searchers that plan around the budget take it
-    return _REGISTRY.build(name, space, objectives, **kwargs)
+    return SEARCHERS.build(name, space, objectives, **kwargs)

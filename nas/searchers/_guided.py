@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from nas.registry import PREDICTOR_SELECTION, PREDICTORS
 from nas.searchers._base import CostFn, Searcher, Told, register
 from nas.searchers._operators import best_spread, crossover, mutate, rank_and_crowding, select, tournament
 from nas.space import Config, SearchSpace
@@ -75,8 +76,6 @@ class GuidedSearcher(Searcher):
         cost: CostFn | None = None,
     ) -> None:
         super().__init__(space, objectives, seed=seed, cost=cost)
-        import predictors
-
         for name, value, low in (("budget", budget, 1), ("n_init", n_init, 2)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
                 raise ValueError(f"The '{name}' parameter must be None or an int >= {low}, got {value!r}.")
@@ -90,7 +89,7 @@ class GuidedSearcher(Searcher):
         if not (isinstance(explore, (int, float)) and explore >= 0):
             raise ValueError(f"The 'explore' parameter must be a number >= 0, got {explore!r}.")
         self.predictor_kwargs = dict(predictor_kwargs or {})
-        if isinstance(predictor, predictors.Predictor):
+        if _is_predictor(predictor):
             if predictor.space is not space:
                 raise ValueError("The 'predictor' parameter was built on another search space than 'space'.")
             if self.predictor_kwargs:
@@ -98,10 +97,10 @@ class GuidedSearcher(Searcher):
         elif predictor == "auto":
             pass
         elif isinstance(predictor, str):
-            predictors.get(predictor, space, **self.predictor_kwargs)  # fail early on a bad name or kwargs
+            PREDICTORS.build(predictor, space, **self.predictor_kwargs)  # fail early on a bad name or kwargs
         else:
             raise ValueError(
-                f"The 'predictor' parameter must be 'auto', one of {predictors.names()} or a "
+                f"The 'predictor' parameter must be 'auto', one of {PREDICTORS.names()} or a "
                 f"predictors.Predictor, got {predictor!r}."
             )
         self.predictor = predictor
@@ -112,7 +111,6 @@ class GuidedSearcher(Searcher):
         self.population_size = population_size
         self.generations = generations
         self.models_: dict[str, Any] = {}
-        self._predictors = predictors
         self._ok_configs: list[Config] = []
         self._ok_values: list[np.ndarray] = []
         self._fitted_on = -1
@@ -138,10 +136,10 @@ class GuidedSearcher(Searcher):
             y = values[:, j]
             if self.predictor == "auto":
                 kwargs = {"seed": self.seed or 0, **self.predictor_kwargs}
-                model = self._predictors.auto(self.space, self._ok_configs, y, **kwargs)
+                model = PREDICTOR_SELECTION.lookup("auto")(self.space, self._ok_configs, y, **kwargs)
             elif isinstance(self.predictor, str):
                 kwargs = {"seed": self.seed, **self.predictor_kwargs}
-                model = self._predictors.get(self.predictor, self.space, **kwargs).fit(self._ok_configs, y)
+                model = PREDICTORS.build(self.predictor, self.space, **kwargs).fit(self._ok_configs, y)
             else:
                 model = self.predictor.clone().fit(self._ok_configs, y)
             self.models_[objective.name] = model
@@ -226,3 +224,9 @@ class GuidedSearcher(Searcher):
             parents, parent_values = [everyone[i] for i in keep], values[keep]
         keys = list(pool)
         return [pool[k] for k in keys], keys
+
+
+def _is_predictor(value: Any) -> bool:
+    """Whether `value` is a predictor object (a `predictors.Predictor`: it fits, predicts and clones)."""
+    return not isinstance(value, str) and all(callable(getattr(value, m, None)) for m in ("fit", "predict", "clone"))
+

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nas.pareto import non_dominated_sort
 from nas.space import Config, SearchSpace
 
 
@@ -129,8 +130,6 @@ def crowding_distance(values: np.ndarray) -> np.ndarray:
 
 def rank_and_crowding(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each row's non-domination rank (0 = first front) and crowding distance within its front."""
-    from nas.pareto import non_dominated_sort
-
     rank = np.zeros(len(values), dtype=int)
     crowd = np.zeros(len(values))
     for r, front in enumerate(non_dominated_sort(values)):

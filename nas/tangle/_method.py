@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from nas.errors import RunError, SpecError
 from nas.latency import LatencyTable
@@ -70,7 +70,7 @@ class TangleMethod(Method):
     """
 
     trains = False
-    files = {
+    files: ClassVar[dict[str, str]] = {
         CHECKPOINT: "the tangle search's checkpoint: supernet, architecture parameters, search state",
         STORE: "every recorded architecture's evaluation (SQLite)",
         "front.json": "the Pareto front",

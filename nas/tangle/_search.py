@@ -24,7 +24,7 @@ from nas.tangle._bilevel import BiLevel, CostObjective
 from nas.tangle._budget import COST_METRICS, Budget
 from nas.tangle._mode import Tangle
 from nas.tangle._sampling import Sampler, get_sampler
-from nas.training._loop import CHECKPOINT
+from nas.training import CHECKPOINT
 
 METRICS = ("accuracy", "loss", "params", "macs", "latency_ms")
 
@@ -141,7 +141,7 @@ def search_tangle(
     _check(epochs=epochs, cost_weight=cost_weight, warmup_epochs=warmup_epochs, arch_lr=arch_lr, seed=seed)
     if resume and run is None:
         raise ValueError("resume=True needs the run directory: pass run=...")
-    from nas.training._recipe import (
+    from nas.training import (
         check_recipe,
         make_optimizer,
         make_schedule,
@@ -403,6 +403,6 @@ def _save(path: Path, net, arch, opt_w, opt_a, sched, rng, budget, epoch: int, h
         "history": history,
         "recipe": recipe,
     }
-    from nas.training._loop import save_checkpoint
+    from nas.training import save_checkpoint
 
     save_checkpoint(path, state)
