@@ -55,6 +55,9 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
+    def __iter__(self):
+        return iter(self.names())
+
     def lookup(self, name: str) -> Callable[..., T]:
         """The class registered as `name`; a clear error listing the names otherwise."""
         if not isinstance(name, str) or name not in self._entries:

@@ -1,14 +1,25 @@
 """Supernet training (sandwich, uniform, ordered dropout) and the from-scratch baseline.
 
-`train_supernet` trains a supernet in place with a pluggable `Strategy` (one small file
-each, registered by name); `train_standalone` trains one extracted subnet alone with the
-same recipe, for comparisons.
+`fit` is the one training loop: it runs a `Step` (what one batch does) over the epochs,
+with one checkpoint format and one resume. `train_supernet` trains a supernet in place with
+a pluggable `Strategy` (one small file each, registered by name in `STRATEGIES`);
+`train_standalone` trains one extracted subnet alone with the same recipe, for comparisons.
+TangleNAS' bi-level search (`nas.tangle.search_tangle`) is another `Step` of the same loop.
 """
 
 from nas.training._base import STRATEGIES, Strategy, get_strategy
 from nas.training._distill import DISTILLS, AlphaDivergence, kl_divergence
-from nas.training._loop import StandaloneResult, load_checkpoint, reinitialise, train_standalone, train_supernet
+from nas.training._fit import Diverged, Step, fit, read_checkpoint, save_checkpoint
+from nas.training._loop import (
+    StandaloneResult,
+    Supervised,
+    load_checkpoint,
+    reinitialise,
+    train_standalone,
+    train_supernet,
+)
 from nas.training._ordered_dropout import OrderedDropout
+from nas.training._recipe import Recipe
 from nas.training._sandwich import Sandwich
 from nas.training._uniform import Uniform
 
@@ -16,15 +27,22 @@ __all__ = [
     "DISTILLS",
     "STRATEGIES",
     "AlphaDivergence",
+    "Diverged",
     "OrderedDropout",
+    "Recipe",
     "Sandwich",
     "StandaloneResult",
+    "Step",
     "Strategy",
+    "Supervised",
     "Uniform",
+    "fit",
     "get_strategy",
     "kl_divergence",
     "load_checkpoint",
+    "read_checkpoint",
     "reinitialise",
+    "save_checkpoint",
     "train_standalone",
     "train_supernet",
 ]

@@ -9,22 +9,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas.registry import instance_or_named
+from nas.registry import Registry
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-STRATEGIES: dict[str, type[Strategy]] = {}
+STRATEGIES: Registry[Strategy] = Registry("strategy", plural="strategies")
 
 
 class Strategy:
     """Samples the subnets of one training step and accumulates their gradients.
 
-    A subclass sets `name` (its registry key, e.g. ``"sandwich"``) and implements `step`;
-    defining the class registers it. Constructor arguments are its hyper-parameters, stored
-    as given (they go into the checkpoint's recipe through `params`).
+    A subclass implements `step` and is registered in `STRATEGIES` under its name (which
+    sets its `name`). Constructor arguments are its hyper-parameters, stored as given (they
+    go into the checkpoint's recipe through `params`).
 
     Example:
-        >>> class Largest(Strategy):
-        ...     name = "largest_only"
+        >>> @STRATEGIES.register("largest_only")
+        ... class Largest(Strategy):
         ...     def step(self, net, x, y, rng, loss, distill):
         ...         with net.activate(net.largest()):
         ...             value = loss(net(x), y)
@@ -39,11 +39,6 @@ class Strategy:
     distills_by_default: ClassVar[bool] = False
     #: whether the strategy can use a distillation loss at all
     supports_distill: ClassVar[bool] = False
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if cls.name:
-            STRATEGIES[cls.name] = cls
 
     def step(
         self,
@@ -69,4 +64,24 @@ class Strategy:
 
 def get_strategy(strategy: str | Strategy, **kwargs: Any) -> Strategy:
     """A strategy instance from a registry name (built with `kwargs`) or an instance."""
-    return instance_or_named(strategy, Strategy, STRATEGIES, "strategy", **kwargs)
+    return instance_or_built(strategy, Strategy, STRATEGIES, "strategy", **kwargs)
+
+
+def instance_or_built(value: Any, base: type, registry: Registry, parameter: str, **kwargs: Any) -> Any:
+    """`value` when it is a `base` instance, else the entry of `registry` it names, built with `kwargs`.
+
+    Example:
+        >>> instance_or_built("uniform", Strategy, STRATEGIES, "strategy")
+        Uniform()
+        >>> instance_or_built("nope", Strategy, STRATEGIES, "strategy")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ValueError: The 'strategy' parameter must be one of [...] or a Strategy, got 'nope'.
+    """
+    what = base.__name__.lower()
+    if isinstance(value, base):
+        if kwargs:
+            raise ValueError(f"{what} arguments can only be given with a {what} name")
+        return value
+    if not isinstance(value, str) or value not in registry:
+        raise ValueError(f"The {parameter!r} parameter must be one of {registry.names()} or a {base.__name__}, got {value!r}.")
+    return registry.build(value, **kwargs)
