@@ -202,7 +202,9 @@ def atomic_dir(path: str | os.PathLike, fill: Callable[[Path], Any]) -> Path:
 
     A kill before the swap leaves the old directory whole (and a hidden temporary one,
     removed by the next call); the old directory is removed only after the new one is in
-    place. Returns `path`.
+    place. The swap is two renames (POSIX cannot rename a directory over a non-empty one): a
+    kill between them leaves the old directory hidden beside, as ``.<name>.<pid>.old``,
+    and the next call puts it back first. Returns `path`.
 
     Example:
         >>> import tempfile
@@ -218,6 +220,12 @@ def atomic_dir(path: str | os.PathLike, fill: Callable[[Path], Any]) -> Path:
     make_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     old = path.with_name(f".{path.name}.{os.getpid()}.old")
+    for stale in path.parent.glob(f".{path.name}.*.old"):  # a kill between the two renames of a swap
+        if _dead_owner(stale):
+            if path.exists():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                os.replace(stale, path)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):
         if _dead_owner(stale):
             shutil.rmtree(stale, ignore_errors=True)

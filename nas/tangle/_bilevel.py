@@ -246,6 +246,8 @@ class BiLevelStep(Step):
         if self._warm:
             xv, yv = self._val[self._order[self._arch_steps % len(self._order)]]
             value, self._info = self.steps.arch_step(x, y, xv, yv)
+            if not (math.isfinite(value) and all(bool(torch.isfinite(a).all()) for a in self.steps.arch.parameters())):
+                return math.nan  # diverged: `fit` stops before a weight step under non-finite architecture weights
             self._val_sum += value
             self._arch_steps += 1
         return self.steps.weight_step(x, y)

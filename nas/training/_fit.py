@@ -165,7 +165,7 @@ def _loop(step, data, recipe, full, rundir, history, start, steps, progress, cal
                 value = step(x, y)
                 count += 1
                 if not math.isfinite(value):
-                    raise Diverged(_diverged(f"the training loss is {value}", epoch, count, recipe, rundir, history))
+                    raise Diverged(_diverged(f"the loss is {value}", epoch, count, recipe, rundir, history))
                 total += value
                 for scheduler in schedulers:
                     scheduler.step()
@@ -214,9 +214,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise
-    except Exception as err:  # noqa: BLE001 (torch raises EOFError, RuntimeError, UnpicklingError, KeyError... for a damaged file)
+    except Exception as err:  # noqa: BLE001 (a damaged file: torch raises EOFError, OSError, RuntimeError, UnpicklingError...)
         reason = " ".join(str(err).split())[:120] or type(err).__name__
         raise CorruptFile(
             f"{path} is damaged (truncated, or not a nas checkpoint: {reason}); "
