@@ -26,6 +26,7 @@ from torch import nn
 from nas.errors import ExportInputError, NASError
 from nas.evaluation import Evaluation
 from nas.registry import build_family
+from nas.rundir import RunDir, atomic_dir, atomic_write
 
 FORMATS = ("pt", "torchscript", "onnx")
 FILES = {"pt": "model.pt", "torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
@@ -141,7 +142,7 @@ def export(
     if out is None:
         if run is None:
             raise ValueError("The 'out' parameter is required when exporting from a supernet.")
-        out = run.run / "export" / _slug(how or "config")
+        out = RunDir(run.run).export_dir(_slug(how or "config"))
     out = Path(out)
 
     settings = _evaluation_settings(run)
@@ -164,19 +165,10 @@ def export(
             metrics = {**fresh.metrics, **metrics}
         checks["accuracy"] = _check_accuracy(dense, data, metrics, settings["batch_size"])
 
-    out.mkdir(parents=True, exist_ok=True)
-    files: dict[str, Path] = {}
+    _check_out(out)
     example = net.example_input(2).to(next(dense.parameters()).device)
     with torch.no_grad():
         example.normal_(generator=torch.Generator(device=example.device).manual_seed(0))
-    if "pt" in formats:
-        files["pt"] = _atomic(out / FILES["pt"], lambda p: torch.save(dense.state_dict(), p))
-    if "torchscript" in formats:
-        files["torchscript"] = _atomic(out / FILES["torchscript"], lambda p: _save_torchscript(dense, example, p))
-    if "onnx" in formats:
-        files["onnx"] = _atomic(out / FILES["onnx"], lambda p: _save_onnx(dense, example, p, opset))
-        checks["onnx_opset"] = opset
-
     arch = {
         "format": 1,
         "family": net.family,
@@ -189,21 +181,33 @@ def export(
         "pick": how,
         "run": str(run.run) if run is not None else None,
         "objectives": [str(o) for o in run.objectives] if run is not None else None,
-        "files": {k: v.name for k, v in files.items()},
+        "files": {k: FILES[k] for k in FORMATS if k in formats},
         "torch": torch.__version__,
     }
-    files["arch"] = out / ARCH
-    if check:
-        inputs = data.val_batches(settings["batch_size"], example.device)[0][0]
+
+    def write(tmp: Path) -> None:  # into a fresh directory, swapped in whole: a kill never mixes two exports
         if "pt" in formats:
-            _write_json(out / ARCH, {**arch, "checks": checks})
-            checks["load_model_max_abs_diff"] = _max_diff(dense, load_model(out).to(example.device), inputs, "load_model", 0.0)
+            torch.save(dense.state_dict(), tmp / FILES["pt"])
         if "torchscript" in formats:
-            scripted = _load_torchscript(files["torchscript"], example.device)
-            checks["torchscript_max_abs_diff"] = _max_diff(dense, scripted, inputs, "TorchScript", TORCHSCRIPT_TOLERANCE)
+            _save_torchscript(dense, example, tmp / FILES["torchscript"])
         if "onnx" in formats:
-            checks["onnx_max_abs_diff"] = _check_onnx(dense, files["onnx"], inputs)
-    _write_json(out / ARCH, {**arch, "checks": checks})
+            _save_onnx(dense, example, tmp / FILES["onnx"], opset)
+            checks["onnx_opset"] = opset
+        if check:
+            inputs = data.val_batches(settings["batch_size"], example.device)[0][0]
+            if "pt" in formats:
+                _write_json(tmp / ARCH, {**arch, "checks": checks})
+                checks["load_model_max_abs_diff"] = _max_diff(dense, load_model(tmp).to(example.device), inputs, "load_model", 0.0)
+            if "torchscript" in formats:
+                scripted = _load_torchscript(tmp / FILES["torchscript"], example.device)
+                checks["torchscript_max_abs_diff"] = _max_diff(dense, scripted, inputs, "TorchScript", TORCHSCRIPT_TOLERANCE)
+            if "onnx" in formats:
+                checks["onnx_max_abs_diff"] = _check_onnx(dense, tmp / FILES["onnx"], inputs)
+        _write_json(tmp / ARCH, {**arch, "checks": checks})
+
+    atomic_dir(out, write)
+    files = {k: out / FILES[k] for k in FORMATS if k in formats}
+    files["arch"] = out / ARCH
     return Exported(out, config, metrics, files, checks)
 
 
@@ -224,18 +228,65 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
     path = Path(path)
     if not (path / ARCH).is_file():
         raise ExportInputError(f"no exported model at {path}: it has no {ARCH}")
-    arch = json.loads((path / ARCH).read_text())
+    try:
+        arch = json.loads((path / ARCH).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ExportInputError(f"{path / ARCH} is damaged ({err}); export the model again") from None
+    if not isinstance(arch, dict) or not isinstance(arch.get("family"), str):
+        raise ExportInputError(f"{path / ARCH} is not a nas export (it names no family); export the model again")
     if arch["family"] == "custom":
         if (path / FILES["torchscript"]).is_file():
             return _load_torchscript(path / FILES["torchscript"], device).eval()
         raise ExportInputError(f"{path} holds a custom-family model: export it with format 'torchscript' to load it without its supernet")
     if not (path / FILES["pt"]).is_file():
         raise ExportInputError(f"{path} has no {FILES['pt']}: export it with format 'pt'")
+    _check_sizes(arch, path)
     with torch.random.fork_rng(devices=[]):  # skeleton weights are overwritten: leave the caller's RNG alone
         skeleton = build_family(arch["family"], **arch["family_args"])
         model = skeleton.extract(arch["config"])
     model.load_state_dict(torch.load(path / FILES["pt"], map_location="cpu", weights_only=True))
     return model.to(device).eval()
+
+
+MAX_INT = 10**7  # no dimension of a model loaded from arch.json is larger
+MAX_SKELETON_BYTES = 8 * 2**30  # the supernet skeleton `load_model` builds to extract the model
+
+
+def _check_sizes(arch: Mapping[str, Any], path: Path) -> None:
+    """Refuse an ``arch.json`` whose sizes would allocate more than its weights file holds, before allocating.
+
+    The skeleton is built on the meta device (no memory) to count what the real one needs.
+    """
+
+    where = path / ARCH
+
+    def ints(value: Any) -> list[int]:
+        if isinstance(value, Mapping):
+            return [i for v in value.values() for i in ints(v)]
+        if isinstance(value, (list, tuple)):
+            return [i for v in value for i in ints(v)]
+        return [value] if isinstance(value, int) and not isinstance(value, bool) else []
+
+    if not isinstance(arch.get("family_args", {}), Mapping) or not isinstance(arch.get("config"), Mapping):
+        raise ExportInputError(f"{where} is malformed: 'family_args' and 'config' must be objects; export the model again")
+    big = [i for i in ints([arch.get("family_args", {}), arch["config"]]) if abs(i) > MAX_INT]
+    if big:
+        raise ExportInputError(f"{where} asks for a size of {big[0]:,} (at most {MAX_INT:,} is allowed); it is not a nas export: export the model again")
+
+    try:
+        with torch.device("meta"):
+            skeleton = build_family(arch["family"], **arch["family_args"])
+            model = skeleton.extract(arch["config"])
+    except Exception as err:  # noqa: BLE001 (any failure to rebuild is a bad arch.json)
+        raise ExportInputError(f"{where} does not describe a model nas can rebuild ({type(err).__name__}: {err}); export the model again") from None
+    need = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    skeleton_bytes = sum(t.numel() * t.element_size() for t in skeleton.state_dict().values())
+    have = (path / FILES["pt"]).stat().st_size
+    if need > have or skeleton_bytes > MAX_SKELETON_BYTES:
+        raise ExportInputError(
+            f"{where} describes a model of {need / 2**20:,.1f} MiB (built from a {skeleton_bytes / 2**20:,.1f} MiB supernet), "
+            f"but {FILES['pt']} holds {have / 2**20:,.1f} MiB: the arch.json does not belong to these weights; export the model again"
+        )
 
 
 def extract_calibrated(net: Any, config: Mapping[str, Any], data: Any, *, batch_size: int = 256, calibration_batches: int = 4, seed: int = 0) -> nn.Module:
@@ -327,15 +378,23 @@ def _check_onnx(model: nn.Module, path: Path, inputs: torch.Tensor) -> float:
     return worst
 
 
-def _atomic(path: Path, write) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-    return path
-
-
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    _atomic(path, lambda p: p.write_text(json.dumps(payload, indent=2)))
+    atomic_write(path, json.dumps(payload, indent=2))
+
+
+def _check_out(out: Path) -> None:
+    """`out` may be new, empty or an earlier export (replaced whole); anything else is refused."""
+
+    if out.exists() and not out.is_dir():
+        raise ExportInputError(f"the export directory {out} is a file; choose another --out")
+    if out.is_dir():
+        ours = {ARCH, *FILES.values()}
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in ours)
+        if foreign:
+            raise ExportInputError(
+                f"{out} holds files that are not an export ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
+                "choose a new or empty directory for --out"
+            )
 
 
 def _slug(text: str) -> str:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from nas.elastic import ElasticModule
+from nas.rundir import CorruptFile, atomic_write
 
 _TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -328,18 +329,15 @@ class LatencyTable:
         path = Path(path)
         stored: dict[str, Any] = {}
         if path.exists():
-            stored = json.loads(path.read_text())
+            stored = _read_tables(path)
         stored[f"{self.device}|batch={self.batch_size}"] = self.to_dict()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(stored, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(stored, indent=1, sort_keys=True))
 
     @classmethod
     def load(cls, path: str | os.PathLike, net: nn.Module, device: str | None = None, batch_size: int = 1) -> LatencyTable:
         """The table stored at `path` for `device` (default: the net's device here) and batch size."""
         device = device if device is not None else device_key(net.device)
-        stored = json.loads(Path(path).read_text())
+        stored = _read_tables(Path(path))
         key = f"{device}|batch={batch_size}"
         if key not in stored:
             raise KeyError(f"{path} holds no latency table for {key!r}; it has: {', '.join(sorted(stored)) or 'none'}")
@@ -348,6 +346,17 @@ class LatencyTable:
         if data.get("family") != family or (data.get("family_args") or {}) != json.loads(json.dumps(getattr(net, "family_args", {}) or {})):
             raise ValueError(f"{path} holds a table for family {data.get('family')!r} {data.get('family_args')}, not this net ({family!r})")
         return cls(net, data["entries"], data["overhead_ms"], device, data["batch_size"], data.get("scale", 1.0))
+
+
+def _read_tables(path: Path) -> dict[str, Any]:
+    """The tables stored in the JSON file at `path`; `CorruptFile` naming it when it is damaged."""
+    try:
+        stored = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CorruptFile(f"{path} is damaged (not a latency table file: {err}); remove it to measure the tables again") from None
+    if not isinstance(stored, dict):
+        raise CorruptFile(f"{path} is not a latency table file (it holds no tables); remove it to measure the tables again")
+    return stored
 
 
 def _fit_line(sums: np.ndarray, measured: np.ndarray) -> tuple[float, float]:

@@ -80,6 +80,9 @@ class Registry(Generic[T]):
         self.load()
         return dict(self._entries)
 
+    def __iter__(self):
+        return iter(self.names())
+
     def lookup(self, name: str) -> Callable[..., T]:
         """The class registered as `name`; a clear error listing the names otherwise."""
         self.load()
@@ -102,13 +105,15 @@ class Registry(Generic[T]):
         return cls(*args, **kwargs)
 
 
-def instance_or_named(value: Any, base: type, entries: Mapping[str, Callable[..., Any]], parameter: str, **kwargs: Any) -> Any:
-    """`value` when it is a `base` instance, else the entry of `entries` it names, built with `kwargs`.
+def instance_or_built(value: Any, base: type, registry: Registry, parameter: str, **kwargs: Any) -> Any:
+    """`value` when it is a `base` instance, else the entry of `registry` it names, built with `kwargs`.
 
     Example:
-        >>> instance_or_named("list", list, {"list": list}, "kind")
+        >>> kinds = Registry("kind")
+        >>> _ = kinds.register("list")(list)
+        >>> instance_or_built("list", list, kinds, "kind")
         []
-        >>> instance_or_named("set", list, {"list": list}, "kind")
+        >>> instance_or_built("set", list, kinds, "kind")
         Traceback (most recent call last):
         ValueError: The 'kind' parameter must be one of ['list'] or a list, got 'set'.
     """
@@ -117,9 +122,9 @@ def instance_or_named(value: Any, base: type, entries: Mapping[str, Callable[...
         if kwargs:
             raise ValueError(f"{what} arguments can only be given with a {what} name")
         return value
-    if value not in entries:
-        raise ValueError(f"The {parameter!r} parameter must be one of {sorted(entries)} or a {base.__name__}, got {value!r}.")
-    return entries[value](**kwargs)
+    if not isinstance(value, str) or value not in registry:
+        raise ValueError(f"The {parameter!r} parameter must be one of {registry.names()} or a {base.__name__}, got {value!r}.")
+    return registry.build(value, **kwargs)
 
 
 # -- the registries: every pluggable kind, and the modules whose import registers its entries --
@@ -138,6 +143,10 @@ BACKENDS: Registry[Any] = Registry("backend", fixed=("net", "data"), plugins=("n
 """Where evaluations run (`nas.backends`), built on a supernet and its data."""
 METHODS: Registry[Any] = Registry("method", plugins=("nas.methods._blackbox", "nas.tangle"))
 """How a run searches (`nas.methods`)."""
+STRATEGIES: Registry[Any] = Registry("strategy", plural="strategies", plugins=("nas.training",))
+"""Supernet training strategies (`nas.training`): which subnets a step trains."""
+SAMPLERS: Registry[Any] = Registry("sampler", plugins=("nas.tangle",))
+"""TangleNAS samplers (`nas.tangle`): how architecture parameters become weights."""
 
 
 def build_family(name: str, **kwargs: Any) -> Any:

@@ -17,6 +17,7 @@ is switched).
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import os
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from nas.errors import ReportError
 from nas.evaluation import Evaluation
 from nas.metrics import METRICS
 from nas.runs import load_run
+from nas.rundir import atomic_write, make_dir
 
 FILES = ("front.png", "hypervolume.png", "dimensions.png", "summary.md", "evaluations.csv")
 
@@ -60,7 +62,7 @@ def report(run: Any, out: str | os.PathLike | None = None, picks: Sequence[str] 
     rules = list(picks) if picks else default_picks(run.objectives)
     chosen = [(rule, run.pick(rule)) for rule in rules]  # bad rules fail before anything is written
     out = Path(out) if out is not None else run.run / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     files = {
         "front.png": _front_plot(run, chosen, out / "front.png"),
         "hypervolume.png": _hypervolume_plot(run, out / "hypervolume.png"),
@@ -82,10 +84,7 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, fig.savefig)
 
 
 def _label(objective: Any) -> str:
@@ -216,8 +215,7 @@ def _csv(run: Any, path: Path) -> Path:
         metrics += [m for m in ev.metrics if m not in metrics]
     dims = run.space.names()
     on_front = {id(e) for e in run.front}
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with io.StringIO(newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["index", "status", "on_front", *metrics, "seconds", "error", *dims])
         for i, ev in enumerate(run.evaluations):
@@ -225,8 +223,7 @@ def _csv(run: Any, path: Path) -> Path:
                 i, ev.status, int(id(ev) in on_front), *(ev.metrics.get(m, "") for m in metrics),
                 f"{ev.seconds:.6f}", ev.error or "", *(ev.config.get(d, "") for d in dims),
             ])
-    os.replace(tmp, path)
-    return path
+        return atomic_write(path, f.getvalue())
 
 
 def _markdown(run: Any, chosen: list[tuple[str, Evaluation]], files: dict[str, Path], path: Path) -> Path:
@@ -266,10 +263,7 @@ def _markdown(run: Any, chosen: list[tuple[str, Evaluation]], files: dict[str, P
     lines += ["", f"All evaluations: [{files['evaluations.csv'].name}]({files['evaluations.csv'].name})", ""]
     if run.run is not None:
         lines += [f"Export a pick: `nas export {run.run} --pick knee --format pt,torchscript,onnx`", ""]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, "\n".join(lines))
 
 
 def _cell(value: Any) -> str:

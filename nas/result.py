@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 from nas.evaluation import Evaluation
 from nas.metrics import METRICS
 from nas.pareto import Objective, RunningFront, hypervolume, pareto_front, pick
+from nas.rundir import RunDir
 from nas.space import SearchSpace
 
 
@@ -90,10 +90,7 @@ def write_front(result: SearchResult) -> None:
         "hypervolume": result.hypervolume,
         "front": front,
     }
-    path = result.run / "front.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
+    RunDir(result.run).write_front(payload)
 
 
 def _fmt(value: float | None) -> str:

@@ -11,16 +11,18 @@ evaluation. Black-box searches never evaluate a stored config again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from nas.evaluation import Evaluation
+from nas.rundir import STORE, CorruptFile, RunDirError, make_dir
 
-FILENAME = "evaluations.sqlite"
+FILENAME = STORE
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -53,24 +55,59 @@ class EvaluationStore:
 
     Args:
         path: the SQLite file (created with its folder when missing, unless `create` is False).
-        create: False to open an existing database only (`FileNotFoundError` when it is
-            missing); nothing is created or written then.
+        create: False to open an existing database read-only (`FileNotFoundError` when it is
+            missing); nothing is created or written then, not even SQLite's ``-wal``/``-shm``
+            files. A damaged database raises `nas.rundir.CorruptFile` naming it; a
+            read-only directory or a full disk `nas.rundir.RunDirError` naming the fix.
     """
 
     def __init__(self, path: str | os.PathLike, create: bool = True):
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise FileNotFoundError(f"no evaluations database at {self.path}")
+        self.read_only = not create
         if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        if create:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
-        # NORMAL: a commit is durable against a killed process (not against power loss)
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._has_meta = bool(self._db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone())
-        self._batches = self._db.execute("SELECT COALESCE(MAX(batch), -1) + 1 FROM evaluations").fetchone()[0]
+            make_dir(self.path.parent)
+        with self._errors():
+            self._db = self._connect()
+            if create:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.executescript(_SCHEMA)
+                # NORMAL: a commit is durable against a killed process (not against power loss)
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            self._has_meta = bool(self._db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone())
+            self._batches = self._db.execute("SELECT COALESCE(MAX(batch), -1) + 1 FROM evaluations").fetchone()[0]
+
+    def _connect(self) -> sqlite3.Connection:
+        """A connection; read-only ones (``create=False``) create no file: with no write-ahead log
+        beside the database (no writer is active) it is opened immutable, else read-only."""
+        if not self.read_only:
+            return sqlite3.connect(self.path, isolation_level=None)
+        wal = self.path.with_name(self.path.name + "-wal")
+        mode = "mode=ro" if wal.exists() else "immutable=1"
+        uri = f"{self.path.resolve().as_uri()}?{mode}"
+        return sqlite3.connect(uri, uri=True, isolation_level=None)
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """SQLite's errors as one line naming the database and the fix."""
+        try:
+            yield
+        except sqlite3.DatabaseError as err:
+            text = str(err)
+            if "not a database" in text or "malformed" in text:
+                raise CorruptFile(
+                    f"{self.path} is damaged ({text}); restore it from a copy, or remove it "
+                    "(and front.json) to evaluate again"
+                ) from None
+            if "readonly" in text or "unable to open" in text or "read-only" in text:
+                raise RunDirError(
+                    f"cannot write {self.path}: {text}; its directory is read-only or not yours: "
+                    "choose a writable run directory or fix its permissions"
+                ) from None
+            if "full" in text:
+                raise RunDirError(f"cannot write {self.path}: {text}; free some space and run the same command again") from None
+            raise
 
     def append(self, evaluations: Sequence[Evaluation], keys: Sequence[str], meta: Mapping[str, Any] | None = None) -> None:
         """Store a batch, and `meta` facts, atomically; a stored config is replaced by its new evaluation, moved to the end."""
@@ -98,15 +135,19 @@ class EvaluationStore:
     def _write(self, sql: str, rows: list[tuple], meta: Mapping[str, Any] | None) -> None:
         """Run `sql` over `rows` and store `meta` in one transaction."""
         facts = [(k, json.dumps(v)) for k, v in (meta or {}).items()]
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.executemany(sql, rows)
-            if facts:
-                self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", facts)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        if self.read_only:
+            raise RunDirError(f"{self.path} was opened read-only (create=False); open it with create=True to write")
+        with self._errors():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(sql, rows)
+                if facts:
+                    self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", facts)
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def load(self) -> list[Evaluation]:
         """Every stored evaluation, in the order stored."""
@@ -114,7 +155,8 @@ class EvaluationStore:
 
     def load_batches(self) -> tuple[list[Evaluation], list[int]]:
         """Every stored evaluation in order, and the number stored after each batch."""
-        rows = self._db.execute("SELECT config, metrics, status, error, seconds, batch FROM evaluations ORDER BY id").fetchall()
+        with self._errors():
+            rows = self._db.execute("SELECT config, metrics, status, error, seconds, batch FROM evaluations ORDER BY id").fetchall()
         evaluations, ends = [], []
         for i, (c, m, s, e, t, b) in enumerate(rows):
             evaluations.append(Evaluation(json.loads(c), json.loads(m), s, e, t))
@@ -124,13 +166,15 @@ class EvaluationStore:
 
     def keys(self) -> list[str]:
         """The stored configs' keys, in the order stored."""
-        return [k for (k,) in self._db.execute("SELECT key FROM evaluations ORDER BY id")]
+        with self._errors():
+            return [k for (k,) in self._db.execute("SELECT key FROM evaluations ORDER BY id")]
 
     def meta(self, key: str, default: Any = None) -> Any:
         """A stored run fact (see `append`), or `default`."""
         if not self._has_meta:
             return default
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        with self._errors():
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
 
     def __len__(self) -> int:

@@ -219,23 +219,21 @@ def test_strategies_register_by_name_and_bad_arguments_are_named():
         train_supernet(small_net(), optimizer="lion", **FAST)
 
 
-def test_a_custom_strategy_is_one_subclass():
+def test_a_custom_strategy_is_one_registered_subclass():
+    @STRATEGIES.register("test_largest_only")
     class LargestOnly(Strategy):
-        name = "test_largest_only"
-
         def step(self, net, x, y, rng, loss, distill):
             with net.activate(net.largest()):
                 value = loss(net(x), y)
             value.backward()
             return value.item()
 
-    try:
-        net = small_net()
-        smallest_before = evaluate(net, [net.smallest()], metrics=("loss",))[0].metrics["loss"]
-        history = train_supernet(net, strategy="test_largest_only", **FAST)
-        assert history[-1]["largest_loss"] < smallest_before
-    finally:
-        STRATEGIES.pop("test_largest_only", None)
+    assert LargestOnly.name == "test_largest_only" and "test_largest_only" in STRATEGIES
+    net = small_net()
+    smallest_before = evaluate(net, [net.smallest()], metrics=("loss",))[0].metrics["loss"]
+    history = train_supernet(net, strategy="test_largest_only", **FAST)
+    assert history[-1]["largest_loss"] < smallest_before
+    assert history[-1]["smallest_loss"] > history[-1]["largest_loss"]  # only the largest subnet was trained
 
 
 def test_progress_bar_is_shown_only_when_asked(capsys):

@@ -13,6 +13,7 @@ from nas.methods._base import Method, register
 from nas.metrics import default_reference, of, open_reference
 from nas.pareto import Objective, RunningFront
 from nas.result import SearchResult, write_front
+from nas.rundir import RunDir
 from nas.schema import first_line, normal, plain_value
 from nas.searchers import Searcher
 from nas.searchers import get as get_searcher
@@ -86,6 +87,16 @@ def search_blackbox(
     backend_kwargs: dict[str, Any] | None,
 ) -> SearchResult:
     """The black-box search loop (`nas.search` with a registered searcher or a `Searcher`; arguments as it takes them)."""
+    args = dict(searcher=searcher, objectives=objectives, budget=budget, backend=backend, run=run, seed=seed, batch_size=batch_size,
+                latency=latency, reference=reference, progress=progress, searcher_kwargs=searcher_kwargs, backend_kwargs=backend_kwargs)
+    if run is None:
+        return _loop(net, data, **args)
+    with RunDir(run).lock():  # one writing process per run
+        return _loop(net, data, **args)
+
+
+def _loop(net, data, *, searcher, objectives, budget, backend, run, seed, batch_size, latency, reference, progress,
+          searcher_kwargs, backend_kwargs) -> SearchResult:
     owned = not isinstance(backend, Backend)
     if owned:
         kwargs = dict(backend_kwargs or {})

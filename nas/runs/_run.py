@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from nas.errors import RunError
 from nas.metrics import default_reference, finite_reference, of
 from nas.pareto import parse_objectives
@@ -19,7 +17,8 @@ from nas.runs._spec import SPEC, RunSpec, load_spec
 from nas.searching import search
 from nas.store import FILENAME as STORE
 from nas.store import EvaluationStore
-from nas.training import CHECKPOINT, train_supernet
+from nas.rundir import RunDir
+from nas.training import CHECKPOINT, read_checkpoint, train_supernet
 
 RUNS = Path("runs")
 
@@ -51,10 +50,7 @@ def prepare(spec: RunSpec, run: str | os.PathLike | None = None) -> Path:
             )
     elif (path / STORE).exists() or (path / CHECKPOINT).exists():
         raise RunError(f"{path} holds run files but no {SPEC}; use another run directory (--run)")
-    path.mkdir(parents=True, exist_ok=True)
-    tmp = stored_path.with_suffix(".toml.tmp")
-    tmp.write_text(spec.to_toml())
-    os.replace(tmp, stored_path)
+    RunDir(path).write_spec(spec.to_toml())
     return path
 
 
@@ -108,7 +104,7 @@ def _load_net(spec: RunSpec, path: Path) -> Any:
             return net
         command = "train" if method.trains else "search"
         raise RunError(f"the run {path} has no trained supernet yet ({CHECKPOINT} is missing); run `nas {command} --run {path}`")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = read_checkpoint(checkpoint)
     method.check_finished(spec, path, state)
     net.load_state_dict(state["model"])
     net.eval()
@@ -145,7 +141,7 @@ def load_run(path: str | os.PathLike) -> Run:
         reference = finite_reference(default_reference(objectives, {m: largest[m] for m in of("analytic")}))
     history = []
     if (path / CHECKPOINT).is_file():
-        history = torch.load(path / CHECKPOINT, map_location="cpu", weights_only=True)["history"]
+        history = read_checkpoint(path / CHECKPOINT)["history"]
     return Run(
         evaluations=evaluations,
         objectives=objectives,
@@ -189,14 +185,15 @@ def run_spec(
     net = spec.build_net()
     data = spec.data(net)
     path = prepare(spec, run)
-    history = None
-    if method.trains:
-        history = train_supernet(net, data, run=path, resume=True, progress=progress, **spec.train_kwargs())
-        if train_only:
-            result = load_run(path)
-            result._net = net
-            return result
-    result = search(net, data, run=path, progress=progress, **spec.search_kwargs())
+    with RunDir(path).lock():  # one writing process per run
+        history = None
+        if method.trains:
+            history = train_supernet(net, data, run=path, resume=True, progress=progress, **spec.train_kwargs())
+            if train_only:
+                result = load_run(path)
+                result._net = net
+                return result
+        result = search(net, data, run=path, progress=progress, **spec.search_kwargs())
     if history is None:  # the search trained the supernet: its per-epoch records
         history = result.history
     return Run(

@@ -1,9 +1,12 @@
 """One bi-level training step (DARTS): architecture parameters on a validation batch, then the
-supernet's weights on a training batch, both through the mixed forward."""
+supernet's weights on a training batch, both through the mixed forward; `BiLevelStep` runs
+it in `nas.training.fit`, the one training loop."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,6 +16,7 @@ from nas.tangle._arch import ArchParameters
 from nas.tangle._budget import Budget
 from nas.tangle._mode import Tangle
 from nas.tangle._sampling import Sampler
+from nas.training import Step
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -197,3 +201,69 @@ class BiLevel:
                 for p, b in zip(params, backup):
                     p.copy_(b)
 
+
+
+class BiLevelStep(Step):
+    """`BiLevel` as a step of `nas.training.fit`: each training batch gets an architecture
+    step on the next validation batch (once the warm-up epochs are over), then a weight step.
+
+    Each epoch sets the sampler's temperature and shuffles the order in which validation
+    batches serve the architecture steps (with the step's generator). Its record holds
+    ``train_loss``, ``val_loss`` (mean architecture-step loss; NaN during warm-up),
+    ``temperature`` and the expected costs of the last architecture step.
+
+    Args:
+        steps: the `BiLevel` steps (its optimizers, generator and cost terms).
+        data: the data whose validation split the architecture steps use.
+        batch_size: the validation batch size.
+        temperatures: the sampler's temperature for each epoch.
+        warmup_epochs: first epochs without architecture steps.
+        scheduler: the weights' per-batch LR scheduler, or None.
+    """
+
+    def __init__(self, steps: BiLevel, data: Any, batch_size: int, temperatures: list[float], warmup_epochs: int = 0, scheduler: Any = None):
+        self.steps, self.data, self.batch_size, self.temperatures, self.warmup_epochs = steps, data, batch_size, temperatures, warmup_epochs
+        self.model, self.rng = steps.net, steps.rng
+        self.optimizers = {"weights": steps.opt_w, "arch": steps.opt_a}
+        self.schedulers = {"weights": scheduler}
+        self._val: list = []
+        self._order: np.ndarray = np.zeros(0, dtype=int)
+        self._arch_steps, self._val_sum, self._info = 0, 0.0, {}
+
+    @property
+    def budget(self) -> Budget | None:
+        """The budget whose multiplier the checkpoint keeps."""
+        return self.steps.cost.budget if self.steps.cost is not None else None
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.steps.sampler.temperature = self.temperatures[epoch]
+        self._warm = epoch >= self.warmup_epochs
+        self._val = self.data.val_batches(self.batch_size, self.steps.params[0].device)
+        self._order = self.rng.permutation(len(self._val))
+        self._arch_steps, self._val_sum, self._info = 0, 0.0, {}
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        if self._warm:
+            xv, yv = self._val[self._order[self._arch_steps % len(self._order)]]
+            value, self._info = self.steps.arch_step(x, y, xv, yv)
+            if not (math.isfinite(value) and all(bool(torch.isfinite(a).all()) for a in self.steps.arch.parameters())):
+                return math.nan  # diverged: `fit` stops before a weight step under non-finite architecture weights
+            self._val_sum += value
+            self._arch_steps += 1
+        return self.steps.weight_step(x, y)
+
+    def end_epoch(self, epoch: int, loss: float) -> dict[str, Any]:
+        val = self._val_sum / self._arch_steps if self._arch_steps else math.nan
+        return {"train_loss": loss, "val_loss": val, "temperature": self.steps.sampler.temperature, **self._info}
+
+    def state_dict(self) -> dict[str, Any]:
+        budget = self.budget
+        return {"arch": self.steps.arch.state_dict(), "arch_names": self.steps.arch.names, "lambda": budget.lam if budget is not None else 0.0}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.steps.arch.load_state_dict(state["arch"])
+        if self.budget is not None:
+            self.budget.lam = float(state["lambda"])
+
+    def postfix(self, record: Mapping[str, Any]) -> dict[str, str]:
+        return {"loss": f"{record['train_loss']:.4f}"}

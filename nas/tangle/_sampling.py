@@ -7,16 +7,14 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from nas.registry import instance_or_named
-
-SAMPLERS: dict[str, type[Sampler]] = {}
+from nas.registry import SAMPLERS, instance_or_built
 
 
 class Sampler:
     """Turns one dimension's architecture parameters into weights over its values (they sum to 1).
 
-    A subclass sets `name` (its registry key) and implements `__call__`; defining the class
-    registers it. In training the weights may be random (one draw per dimension per step, shared
+    A subclass implements `__call__` and is registered in `SAMPLERS` under its name (which
+    sets its `name`). In training the weights may be random (one draw per dimension per step, shared
     by every layer that owns the dimension); in evaluation they are deterministic.
 
     Example:
@@ -35,11 +33,6 @@ class Sampler:
             raise ValueError(f"The 'temperature' parameter of {type(self).__name__} must be a number > 0, got {temperature!r}.")
         self.temperature = float(temperature)
 
-    def __init_subclass__(cls, **kwargs) -> None:
-        super().__init_subclass__(**kwargs)
-        if cls.name:
-            SAMPLERS[cls.name] = cls
-
     def __call__(self, alpha: torch.Tensor, training: bool) -> torch.Tensor:
         """The weights over the dimension's values."""
         raise NotImplementedError
@@ -48,6 +41,7 @@ class Sampler:
         return f"{type(self).__name__}(temperature={self.temperature:g})"
 
 
+@SAMPLERS.register("softmax")
 class Softmax(Sampler):
     """DARTS/TangleNAS: ``softmax(alpha / temperature)``, deterministic.
 
@@ -56,12 +50,11 @@ class Softmax(Sampler):
         1
     """
 
-    name = "softmax"
-
     def __call__(self, alpha, training):
         return F.softmax(alpha / self.temperature, dim=-1)
 
 
+@SAMPLERS.register("gumbel")
 class Gumbel(Sampler):
     """GDAS: a Gumbel-softmax draw in training, one-hot in the forward with the soft draw's
     gradient (``hard=False``: the soft draw itself, as SNAS).
@@ -76,8 +69,6 @@ class Gumbel(Sampler):
         hard: straight-through one-hot weights, so each training step runs one subnet.
     """
 
-    name = "gumbel"
-
     def __init__(self, temperature: float = 1.0, hard: bool = True):
         super().__init__(temperature)
         self.hard = bool(hard)
@@ -91,6 +82,7 @@ class Gumbel(Sampler):
         return f"Gumbel(temperature={self.temperature:g}, hard={self.hard})"
 
 
+@SAMPLERS.register("dirichlet")
 class Dirichlet(Sampler):
     """DrNAS: weights drawn from ``Dirichlet(elu(alpha / temperature) + 1)`` (pathwise gradients);
     the distribution's mean in evaluation.
@@ -101,8 +93,6 @@ class Dirichlet(Sampler):
         1.0
     """
 
-    name = "dirichlet"
-
     def __call__(self, alpha, training):
         concentration = F.elu(alpha / self.temperature) + 1.0
         if not training:
@@ -112,4 +102,4 @@ class Dirichlet(Sampler):
 
 def get_sampler(sampler: str | Sampler, **kwargs) -> Sampler:
     """A sampler from its registry name (built with `kwargs`) or an instance."""
-    return instance_or_named(sampler, Sampler, SAMPLERS, "sampling", **kwargs)
+    return instance_or_built(sampler, Sampler, SAMPLERS, "sampling", **kwargs)

@@ -1,12 +1,11 @@
-"""`search_tangle`: bi-level gradient search over an entangled supernet (TangleNAS)."""
+"""`search_tangle`: bi-level gradient search over an entangled supernet (TangleNAS), run by `nas.training.fit`."""
 
 from __future__ import annotations
 
-import math
+import contextlib
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,14 +16,17 @@ from nas.data import resolve
 from nas.evaluate import default_loss, evaluate
 from nas.evaluation import Evaluation
 from nas.pareto import Constraint, Objective, parse_objectives
-from nas.result import SearchResult, hypervolume_history
+from nas.latency import LatencyTable
+from nas.result import SearchResult, hypervolume_history, write_front
+from nas.rundir import RunDir
 from nas.space import Config
+from nas.store import EvaluationStore
 from nas.tangle._arch import ArchParameters, one_hot
-from nas.tangle._bilevel import BiLevel, CostObjective
+from nas.tangle._bilevel import BiLevel, BiLevelStep, CostObjective
 from nas.tangle._budget import COST_METRICS, Budget
 from nas.tangle._mode import Tangle
 from nas.tangle._sampling import Sampler, get_sampler
-from nas.training import CHECKPOINT
+from nas.training import Recipe, fit
 
 METRICS = ("accuracy", "loss", "params", "macs", "latency_ms")
 
@@ -134,159 +136,187 @@ def search_tangle(
     `ArchParameters`) and ``history`` (one record per epoch: losses, expected costs,
     temperature, the recorded config and its metrics as ``arch_*``).
     """
-    objectives = parse_objectives(objectives)
-    unknown = [o.name for o in objectives if o.name not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown objective metric {unknown[0]!r}; the metrics are: {', '.join(METRICS)}")
-    _check(epochs=epochs, cost_weight=cost_weight, warmup_epochs=warmup_epochs, arch_lr=arch_lr, seed=seed)
+    options = TangleOptions(
+        objectives=objectives, cost_weight=cost_weight, budget_constraint=budget_constraint, sampling=sampling,
+        combine=combine, temperature=temperature, second_order=second_order, ordered_dropout=ordered_dropout,
+        warmup_epochs=warmup_epochs, arch_lr=arch_lr, arch_optimizer=arch_optimizer, arch_weight_decay=arch_weight_decay,
+        latency=latency, evaluate_kwargs=dict(evaluate_kwargs or {}), epochs=epochs, seed=seed,
+    )
     if resume and run is None:
         raise ValueError("resume=True needs the run directory: pass run=...")
-    from nas.training import (
-        check_recipe,
-        make_optimizer,
-        make_schedule,
-        steps_per_epoch,
-    )
+    recipe = Recipe(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay,
+                    schedule=schedule, grad_clip=grad_clip, seed=seed)
+    rundir = RunDir(run) if run is not None else None
+    with rundir.lock() if rundir is not None else contextlib.nullcontext():
+        return _Search(net, data, options, recipe, loss, rundir).run(resume, progress, callback)
 
-    check_recipe(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed)
-    sampler = get_sampler(sampling)
-    temps = _temperatures(sampler.temperature if temperature is None else temperature, epochs)
-    data = resolve(net, data)
-    loss_fn = default_loss(data, loss)
-    device = next(net.parameters()).device
-    cost_metric = next((o.name for o in objectives if o.name in COST_METRICS), None)
-    if cost_weight and cost_metric is None:
-        raise ValueError("cost_weight > 0 needs a cost objective (params, macs or latency_ms) in 'objectives'.")
-    budget_metric = Constraint.parse(budget_constraint).metric if budget_constraint is not None else None
-    if latency is None and "latency_ms" in (budget_metric, *(o.name for o in objectives)):
-        latency = "table"
-    table = _latency_table(net, latency)
-    tangle = Tangle(net, combine, table)
 
-    def exact(metric: str) -> Callable[[Config], float]:
-        return lambda config: float(tangle.expected_cost(one_hot(net.space, config, device))[metric])
+@dataclass(frozen=True)
+class TangleOptions:
+    """The options of `search_tangle` besides the weights' `nas.training.Recipe` (see its arguments); checked on construction."""
 
-    budget = Budget(budget_constraint, exact(budget_metric), net.space) if budget_constraint is not None else None
-    largest = {k: float(v) for k, v in tangle.expected_cost(one_hot(net.space, net.largest(), device)).items()}
-    scale = largest[cost_metric] if cost_metric else 1.0
+    objectives: list[Objective]
+    cost_weight: float = 0.0
+    budget_constraint: str | None = None
+    sampling: str | Sampler = "dirichlet"
+    combine: str = "superposition"
+    temperature: float | tuple[float, float] | None = None
+    second_order: bool = False
+    ordered_dropout: bool = True
+    warmup_epochs: int = 0
+    arch_lr: float = 3e-2
+    arch_optimizer: Any = "adam"
+    arch_weight_decay: float = 1e-3
+    latency: Any = None
+    evaluate_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 20
+    seed: int = 0
 
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    arch = ArchParameters(net.space, generator=torch.Generator().manual_seed(seed)).to(device)
-    opt_w = make_optimizer(optimizer, [p for p in net.parameters() if p.requires_grad], lr, weight_decay)
-    sched = make_schedule(schedule, opt_w, max(1, epochs * steps_per_epoch(data, batch_size)))
-    opt_a = _arch_optimizer(arch_optimizer, list(arch.parameters()), arch_lr, arch_weight_decay)
-    cost = CostObjective(tangle, sampler, cost_metric, cost_weight, scale, budget)
-    steps = BiLevel(tangle, arch, sampler, loss_fn, opt_w, opt_a, cost, ordered_dropout, second_order, grad_clip, rng)
-    recipe = {
-        "kind": "tangle", "family": getattr(net, "family", None), "objectives": [str(o) for o in objectives],
-        "cost_weight": cost_weight, "budget_constraint": budget_constraint, "sampling": repr(sampler),
-        "combine": combine, "temperature": temps[0] if len(set(temps)) == 1 else [temps[0], temps[-1]],
-        "second_order": second_order, "ordered_dropout": ordered_dropout, "warmup_epochs": warmup_epochs, "lr": lr,
-        "batch_size": batch_size, "arch_lr": arch_lr, "seed": seed,
-    }
+    def __post_init__(self) -> None:
+        objectives = parse_objectives(self.objectives)
+        object.__setattr__(self, "objectives", objectives)
+        unknown = [o.name for o in objectives if o.name not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown objective metric {unknown[0]!r}; the metrics are: {', '.join(METRICS)}")
+        for name in ("epochs", "warmup_epochs", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise ValueError(f"The '{name}' parameter of search_tangle must be an int >= 0, got {v!r}.")
+        for name in ("cost_weight", "arch_lr"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (name == "arch_lr" and v == 0):
+                raise ValueError(f"The '{name}' parameter of search_tangle must be a number {'> 0' if name == 'arch_lr' else '>= 0'}, got {v!r}.")
 
-    store = None
-    evaluations: list[Evaluation] = []
-    history: list[dict[str, Any]] = []
-    start = 0
-    path = Path(run) / CHECKPOINT if run is not None else None
-    if run is not None:
-        from nas.store import FILENAME, EvaluationStore
+    @property
+    def cost_metric(self) -> str | None:
+        """The first cost objective (the one `cost_weight` weighs), if any."""
+        return next((o.name for o in self.objectives if o.name in COST_METRICS), None)
 
-        store = EvaluationStore(Path(run) / FILENAME)
-        state = torch.load(path, map_location=device, weights_only=True) if resume and path.exists() else None
-        if state is not None and state.get("recipe", {}).get("kind") == "tangle":
-            if state["recipe"] != recipe:
-                store.close()
-                raise ValueError(f"cannot resume from {path}: its recipe {state['recipe']} differs from {recipe}")
-            net.load_state_dict(state["model"])
-            arch.load_state_dict(state["arch"])
-            opt_w.load_state_dict(state["weight_optimizer"])
-            opt_a.load_state_dict(state["arch_optimizer"])
-            if sched is not None and state["scheduler"] is not None:
-                sched.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng"]["torch"])
-            rng.bit_generator.state = _unjson(state["rng"]["numpy"])
-            if budget is not None:
-                budget.lam = float(state["lambda"])
-            history, start = list(state["history"]), int(state["epoch"])
-            evaluations = store.load()
+    @property
+    def budget_metric(self) -> str | None:
+        """The metric of the budget constraint, if any."""
+        return Constraint.parse(self.budget_constraint).metric if self.budget_constraint is not None else None
 
-    wanted = [m for m in ("accuracy", "loss", "params", "macs") if m != "accuracy" or data.classification]
-    timed = table if any(o.name == "latency_ms" for o in objectives) else False
 
-    def score(configs: list[Config]) -> list[Evaluation]:
-        return evaluate(net, configs, data, metrics=wanted, latency=timed, loss=loss_fn, **dict(evaluate_kwargs or {}))
+class _Search:
+    """One tangle search: the prepared supernet, its `BiLevelStep`, and the recording of one
+    architecture per epoch into the evaluations (and the run's store)."""
 
-    def record() -> Evaluation:
-        return score([budget.decode(arch) if budget is not None else arch.argmax()])[0]
+    def __init__(self, net: nn.Module, data: Any, options: TangleOptions, recipe: Recipe, loss: Callable | None, rundir: RunDir | None):
+        self.net, self.options, self.recipe, self.rundir = net, options, recipe, rundir
+        sampler = get_sampler(options.sampling)
+        temps = _temperatures(sampler.temperature if options.temperature is None else options.temperature, recipe.epochs)
+        self.data = data = resolve(net, data)
+        self.loss = loss_fn = default_loss(data, loss)
+        device = next(net.parameters()).device
+        objectives, cost_metric, budget_metric = options.objectives, options.cost_metric, options.budget_metric
+        if options.cost_weight and cost_metric is None:
+            raise ValueError("cost_weight > 0 needs a cost objective (params, macs or latency_ms) in 'objectives'.")
+        latency = options.latency
+        if latency is None and "latency_ms" in (budget_metric, *(o.name for o in objectives)):
+            latency = "table"
+        self.table = _latency_table(net, latency)
+        tangle = Tangle(net, options.combine, self.table)
 
-    from tqdm.auto import tqdm
+        def exact(metric: str) -> Callable[[Config], float]:
+            return lambda config: float(tangle.expected_cost(one_hot(net.space, config, device))[metric])
 
-    bar = tqdm(total=epochs, initial=start, desc="tangle", disable=not progress, leave=False)
-    try:
-        for epoch in range(start, epochs):
-            began = time.perf_counter()
-            sampler.temperature = temps[epoch]
-            net.train()
-            val = data.val_batches(batch_size, device)
-            order = rng.permutation(len(val))
-            train_sum = val_sum = 0.0
-            n_steps = arch_steps = 0
-            info: dict[str, float] = {}
-            for x, y in data.train_batches(batch_size, seed * 1_000_003 + epoch, device):
-                if epoch >= warmup_epochs:
-                    xv, yv = val[order[arch_steps % len(order)]]
-                    v, info = steps.arch_step(x, y, xv, yv)
-                    val_sum += v
-                    arch_steps += 1
-                train_sum += steps.weight_step(x, y)
-                if sched is not None:
-                    sched.step()
-                n_steps += 1
-            ev = record()
-            evaluations = _latest(evaluations, ev, net.space)
-            entry: dict[str, Any] = {
-                "epoch": epoch + 1, "train_loss": train_sum / max(n_steps, 1), "val_loss": val_sum / max(arch_steps, 1) if arch_steps else math.nan,
-                "temperature": sampler.temperature, **info, "config": ev.config, **{f"arch_{k}": v for k, v in ev.metrics.items()},
-            }
-            if budget is not None:
-                entry["lambda"] = budget.lam
-            entry["seconds"] = time.perf_counter() - began
-            history.append(entry)
-            if store is not None:
-                facts = {"objectives": [str(o) for o in objectives], "reference": _reference(objectives, evaluations, largest)}
-                store.append([ev], [net.space.key(ev.config)], facts)
-                _save(path, net, arch, opt_w, opt_a, sched, rng, budget, epoch + 1, history, recipe)
-            bar.update(1)
-            bar.set_postfix({k: f"{ev.metrics[k]:.4g}" for k in ("accuracy", cost_metric) if k and k in ev.metrics}, refresh=False)
-            if callback is not None and callback(entry):
-                break
-        if history:
-            evaluations = _refresh(evaluations, score, store, net.space, int(history[-1]["epoch"]),
-                                   lambda evs: {"reference": _reference(objectives, evs, largest)})
-    finally:
-        bar.close()
-        if store is not None:
-            store.close()
-    net.train()
-    result = SearchResult(
-        evaluations=evaluations,
-        objectives=objectives,
-        space=net.space,
-        reference=_reference(objectives, evaluations, largest),
-        run=Path(run) if run is not None else None,
-    )
-    # one row per recording epoch in the store, so its batches are these (see `nas.runs.load_run`)
-    result.hypervolume_history = hypervolume_history(evaluations, objectives, result.reference, list(range(1, len(evaluations) + 1)))
-    result.arch = arch  # the learned architecture parameters
-    result.history = history
-    if run is not None and evaluations:
-        from nas.result import write_front
+        self.budget = Budget(options.budget_constraint, exact(budget_metric), net.space) if options.budget_constraint is not None else None
+        self.largest = {k: float(v) for k, v in tangle.expected_cost(one_hot(net.space, net.largest(), device)).items()}
+        scale = self.largest[cost_metric] if cost_metric else 1.0
 
-        write_front(result)
-    return result
+        torch.manual_seed(recipe.seed)
+        self.arch = ArchParameters(net.space, generator=torch.Generator().manual_seed(recipe.seed)).to(device)
+        opt_w, sched = recipe.build([p for p in net.parameters() if p.requires_grad], data)
+        opt_a = _arch_optimizer(options.arch_optimizer, list(self.arch.parameters()), options.arch_lr, options.arch_weight_decay)
+        cost = CostObjective(tangle, sampler, cost_metric, options.cost_weight, scale, self.budget)
+        steps = BiLevel(tangle, self.arch, sampler, loss_fn, opt_w, opt_a, cost, options.ordered_dropout, options.second_order,
+                        recipe.grad_clip, np.random.default_rng(recipe.seed))
+        self.step = _Recording(self, steps, data, recipe.batch_size, temps, options.warmup_epochs, sched)
+        self.identity = {
+            "kind": "tangle", "family": getattr(net, "family", None), "objectives": [str(o) for o in objectives],
+            "cost_weight": options.cost_weight, "budget_constraint": options.budget_constraint, "sampling": repr(sampler),
+            "combine": options.combine, "temperature": temps[0] if len(set(temps)) == 1 else [temps[0], temps[-1]],
+            "second_order": options.second_order, "ordered_dropout": options.ordered_dropout,
+            "warmup_epochs": options.warmup_epochs, "arch_lr": options.arch_lr,
+            "arch_optimizer": _optimizer_name(options.arch_optimizer), "arch_weight_decay": options.arch_weight_decay,
+        }
+        self.wanted = [m for m in ("accuracy", "loss", "params", "macs") if m != "accuracy" or data.classification]
+        self.timed = self.table if any(o.name == "latency_ms" for o in objectives) else False
+        self.evaluations: list[Evaluation] = []
+        self.store: Any = None
+
+    def score(self, configs: list[Config]) -> list[Evaluation]:
+        """`nas.evaluate` of `configs` with the search's metrics and evaluation settings."""
+        return evaluate(self.net, configs, self.data, metrics=self.wanted, latency=self.timed, loss=self.loss, **self.options.evaluate_kwargs)
+
+    def reference(self, evaluations: list[Evaluation]) -> dict[str, float]:
+        return _reference(self.options.objectives, evaluations, self.largest)
+
+    def record(self) -> Evaluation:
+        """Evaluate the architecture the parameters now choose, and keep it (in the store too)."""
+        config = self.budget.decode(self.arch) if self.budget is not None else self.arch.argmax()
+        ev = self.score([config])[0]
+        self.evaluations = _latest(self.evaluations, ev, self.net.space)
+        if self.store is not None:
+            facts = {"objectives": [str(o) for o in self.options.objectives], "reference": self.reference(self.evaluations)}
+            self.store.append([ev], [self.net.space.key(ev.config)], facts)
+        return ev
+
+    def run(self, resume: bool, progress: bool, callback: Callable[[dict[str, Any]], bool | None] | None) -> SearchResult:
+        net, rundir = self.net, self.rundir
+        if rundir is not None:
+            self.store = EvaluationStore(rundir.store)
+        try:
+            history = fit(self.step, self.data, self.recipe, identity=self.identity, run=rundir, resume=resume,
+                          other_kinds="restart", progress=progress, callback=callback, desc="tangle")
+            if history:
+                self.evaluations = _refresh(self.evaluations, self.score, self.store, net.space, int(history[-1]["epoch"]),
+                                            lambda evs: {"reference": self.reference(evs)})
+        finally:
+            if self.store is not None:
+                self.store.close()
+        net.train()
+        evaluations = self.evaluations
+        result = SearchResult(
+            evaluations=evaluations,
+            objectives=self.options.objectives,
+            space=net.space,
+            reference=self.reference(evaluations),
+            run=rundir.path if rundir is not None else None,
+        )
+        # one row per recording epoch in the store, so its batches are these (see `nas.runs.load_run`)
+        result.hypervolume_history = hypervolume_history(evaluations, self.options.objectives, result.reference, list(range(1, len(evaluations) + 1)))
+        result.arch = self.arch  # the learned architecture parameters
+        result.history = history
+        if rundir is not None and evaluations:
+            write_front(result)
+        return result
+
+
+class _Recording(BiLevelStep):
+    """The search's step: after each epoch, the architecture the parameters choose is evaluated and recorded."""
+
+    def __init__(self, search: _Search, *args: Any):
+        super().__init__(*args)
+        self.search = search
+
+    def end_epoch(self, epoch: int, loss: float) -> dict[str, Any]:
+        entry = super().end_epoch(epoch, loss)
+        ev = self.search.record()
+        entry.update({"config": ev.config, **{f"arch_{k}": v for k, v in ev.metrics.items()}})
+        if self.budget is not None:
+            entry["lambda"] = self.budget.lam
+        return entry
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        if self.search.store is not None:
+            self.search.evaluations = self.search.store.load()
+
+    def postfix(self, record: Mapping[str, Any]) -> dict[str, str]:
+        keys = ("accuracy", self.search.options.cost_metric)
+        return {k: f"{record[f'arch_{k}']:.4g}" for k in keys if k and f"arch_{k}" in record}
 
 
 def _latest(evaluations: list[Evaluation], ev: Evaluation, space: Any) -> list[Evaluation]:
@@ -333,8 +363,6 @@ def _latency_table(net: nn.Module, latency: Any) -> Any:
     if latency is None or latency is False:
         return None
     if latency == "table":
-        from nas.latency import LatencyTable
-
         return LatencyTable.for_net(net)
     if hasattr(latency, "predict") and hasattr(latency, "entries"):
         return latency
@@ -366,43 +394,5 @@ def _reference(objectives: list[Objective], evaluations: list[Evaluation], large
     return out
 
 
-def _check(**values: Any) -> None:
-    for name in ("epochs", "warmup_epochs", "seed"):
-        v = values[name]
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"The '{name}' parameter of search_tangle must be an int >= 0, got {v!r}.")
-    for name in ("cost_weight", "arch_lr"):
-        v = values[name]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (name == "arch_lr" and v == 0):
-            raise ValueError(f"The '{name}' parameter of search_tangle must be a number {'> 0' if name == 'arch_lr' else '>= 0'}, got {v!r}.")
-
-
-def _json(state: Any) -> Any:
-    if isinstance(state, dict):
-        return {k: _json(v) for k, v in state.items()}
-    return str(state) if isinstance(state, int) and not isinstance(state, bool) else state
-
-
-def _unjson(state: Any) -> Any:
-    if isinstance(state, dict):
-        return {k: _unjson(v) for k, v in state.items()}
-    return int(state) if isinstance(state, str) and state.lstrip("-").isdigit() else state
-
-
-def _save(path: Path, net, arch, opt_w, opt_a, sched, rng, budget, epoch: int, history: list, recipe: dict) -> None:
-    state = {
-        "model": net.state_dict(),
-        "arch": arch.state_dict(),
-        "arch_names": arch.names,
-        "weight_optimizer": opt_w.state_dict(),
-        "arch_optimizer": opt_a.state_dict(),
-        "scheduler": sched.state_dict() if sched is not None else None,
-        "lambda": budget.lam if budget is not None else 0.0,
-        "rng": {"torch": torch.get_rng_state(), "numpy": _json(rng.bit_generator.state)},
-        "epoch": epoch,
-        "history": history,
-        "recipe": recipe,
-    }
-    from nas.training import save_checkpoint
-
-    save_checkpoint(path, state)
+def _optimizer_name(spec: Any) -> Any:
+    return spec if spec is None or isinstance(spec, str) else getattr(spec, "__qualname__", type(spec).__name__)

@@ -1,13 +1,24 @@
 """Supernet training (sandwich, uniform, ordered dropout) and the from-scratch baseline.
 
-`train_supernet` trains a supernet in place with a pluggable `Strategy` (one small file
-each, registered by name); `train_standalone` trains one extracted subnet alone with the
-same recipe, for comparisons.
+`fit` is the one training loop: it runs a `Step` (what one batch does) over the epochs,
+with one checkpoint format and one resume. `train_supernet` trains a supernet in place with
+a pluggable `Strategy` (one small file each, registered by name in `STRATEGIES`);
+`train_standalone` trains one extracted subnet alone with the same recipe, for comparisons.
+TangleNAS' bi-level search (`nas.tangle.search_tangle`) is another `Step` of the same loop.
 """
 
 from nas.training._base import STRATEGIES, Strategy, get_strategy
 from nas.training._distill import DISTILLS, AlphaDivergence, kl_divergence
-from nas.training._loop import CHECKPOINT, StandaloneResult, load_checkpoint, reinitialise, save_checkpoint, train_standalone, train_supernet
+from nas.training._fit import Diverged, Step, fit, read_checkpoint, save_checkpoint
+from nas.training._loop import (
+    CHECKPOINT,
+    StandaloneResult,
+    Supervised,
+    load_checkpoint,
+    reinitialise,
+    train_standalone,
+    train_supernet,
+)
 from nas.training._ordered_dropout import OrderedDropout
 from nas.training._recipe import (
     BATCH_SIZE,
@@ -16,6 +27,7 @@ from nas.training._recipe import (
     OPTIMIZERS,
     SCHEDULES,
     WEIGHT_DECAY,
+    Recipe,
     check_recipe,
     make_optimizer,
     make_schedule,
@@ -35,17 +47,23 @@ __all__ = [
     "STRATEGIES",
     "WEIGHT_DECAY",
     "AlphaDivergence",
+    "Diverged",
     "OrderedDropout",
+    "Recipe",
     "Sandwich",
     "StandaloneResult",
+    "Step",
     "Strategy",
+    "Supervised",
     "Uniform",
     "check_recipe",
+    "fit",
     "get_strategy",
     "kl_divergence",
     "load_checkpoint",
     "make_optimizer",
     "make_schedule",
+    "read_checkpoint",
     "reinitialise",
     "save_checkpoint",
     "steps_per_epoch",

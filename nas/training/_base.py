@@ -9,22 +9,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas.registry import instance_or_named
+from nas.registry import STRATEGIES, instance_or_built
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-STRATEGIES: dict[str, type[Strategy]] = {}
 
 
 class Strategy:
     """Samples the subnets of one training step and accumulates their gradients.
 
-    A subclass sets `name` (its registry key, e.g. ``"sandwich"``) and implements `step`;
-    defining the class registers it. Constructor arguments are its hyper-parameters, stored
-    as given (they go into the checkpoint's recipe through `params`).
+    A subclass implements `step` and is registered in `STRATEGIES` under its name (which
+    sets its `name`). Constructor arguments are its hyper-parameters, stored as given (they
+    go into the checkpoint's recipe through `params`).
 
     Example:
-        >>> class Largest(Strategy):
-        ...     name = "largest_only"
+        >>> @STRATEGIES.register("largest_only")
+        ... class Largest(Strategy):
         ...     def step(self, net, x, y, rng, loss, distill):
         ...         with net.activate(net.largest()):
         ...             value = loss(net(x), y)
@@ -39,11 +38,6 @@ class Strategy:
     distills_by_default: ClassVar[bool] = False
     #: whether the strategy can use a distillation loss at all
     supports_distill: ClassVar[bool] = False
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if cls.name:
-            STRATEGIES[cls.name] = cls
 
     def step(
         self,
@@ -69,4 +63,4 @@ class Strategy:
 
 def get_strategy(strategy: str | Strategy, **kwargs: Any) -> Strategy:
     """A strategy instance from a registry name (built with `kwargs`) or an instance."""
-    return instance_or_named(strategy, Strategy, STRATEGIES, "strategy", **kwargs)
+    return instance_or_built(strategy, Strategy, STRATEGIES, "strategy", **kwargs)

@@ -1,12 +1,10 @@
-"""The training loop shared by supernets and standalone subnets: optimizer, schedule, checkpoints."""
+"""`train_supernet` and `train_standalone`: the `Supervised` step of `nas.training.fit`, and the checkpoint reader."""
 
 from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -15,22 +13,21 @@ from torch import nn
 
 from nas.data import Data, resolve
 from nas.evaluate import default_loss, evaluate, score
+from nas.rundir import CHECKPOINT, RunDir
 from nas.training._base import LossFn, Strategy, get_strategy
 from nas.training._distill import DistillFn, make_distill
+from nas.training._fit import Step, fit, read_checkpoint
 from nas.training._recipe import (
     BATCH_SIZE,
     EPOCHS,
     LR,
     WEIGHT_DECAY,
     OptimizerSpec,
+    Recipe,
     ScheduleSpec,
-    check_recipe,
-    make_optimizer,
-    make_schedule,
-    steps_per_epoch,
 )
 
-CHECKPOINT = "supernet.pt"
+__all__ = ["CHECKPOINT", "StandaloneResult", "Supervised", "load_checkpoint", "reinitialise", "train_standalone", "train_supernet"]
 
 
 def train_supernet(
@@ -83,8 +80,10 @@ def train_supernet(
         grad_clip: clip the gradient norm to this value (None: no clipping).
         seed: seeds subnet sampling, data order and torch's generator: equal seeds give
             equal weights on CPU.
-        run: a directory; after every epoch a checkpoint (``supernet.pt``: model,
-            optimizer, scheduler, random states, epoch, history, recipe) is written there.
+        run: a directory; after every epoch a checkpoint (``supernet.pt``, the format of
+            `nas.training.fit`: model, optimizer, scheduler, every random state, epoch,
+            history, recipe) is written there, under the directory's lock (another process
+            training or searching in it raises `nas.rundir.RunLocked`).
         resume: continue from the checkpoint in `run` (if there is one), bit-for-bit as
             the uninterrupted run would have gone; the recipe must match it.
         progress: show a tqdm bar (epoch, loss, largest/smallest validation accuracy).
@@ -94,12 +93,17 @@ def train_supernet(
     subnet), ``lr``, ``largest_accuracy``/``largest_loss`` and ``smallest_accuracy``/
     ``smallest_loss`` (validation, BatchNorm recalibrated; accuracy for class targets only)
     and ``seconds``.
+
+    A non-finite loss stops training with `nas.training.Diverged` (naming the epoch and
+    step); the checkpoint of the last finite epoch is kept.
     """
+    recipe = Recipe(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay,
+                    schedule=schedule, grad_clip=grad_clip, seed=seed)
     strat = get_strategy(strategy)
     data = resolve(net, data)
     loss_fn = default_loss(data, loss)
     distill_fn, distill_name = make_distill(distill, strat.distills_by_default, strat.supports_distill, data.classification, strat.name)
-    recipe = {
+    identity = {
         "kind": "supernet",
         "family": getattr(net, "family", None),
         "family_args": _plain(getattr(net, "family_args", None)),
@@ -108,9 +112,6 @@ def train_supernet(
         "distill": distill_name,
     }
     rng = np.random.default_rng(seed)
-
-    def step(x: torch.Tensor, y: torch.Tensor) -> float:
-        return strat.step(net, x, y, rng, loss_fn, distill_fn)
 
     def validate() -> dict[str, float]:
         record: dict[str, float] = {}
@@ -122,12 +123,54 @@ def train_supernet(
                 record[f"{which}_loss"] = math.nan
         return record
 
-    return _fit(
-        net, step, validate, data, rng,
-        epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay,
-        schedule=schedule, grad_clip=grad_clip, seed=seed, run=run, resume=resume, progress=progress,
-        callback=callback, recipe=recipe, desc=f"train {getattr(net, 'family', 'supernet')}",
-    )
+    step = Supervised(net, lambda x, y: strat.step(net, x, y, rng, loss_fn, distill_fn), recipe, data, validate, rng)
+    return fit(step, data, recipe, identity=identity, run=run, resume=resume, progress=progress, callback=callback,
+               desc=f"train {getattr(net, 'family', 'supernet')}")
+
+
+class Supervised(Step):
+    """A `Step` with one optimizer: `forward_backward(x, y)` accumulates the gradients and
+    returns the loss to report; the step zeroes them first, clips them and steps the optimizer.
+
+    Args:
+        model: the trained module.
+        forward_backward: ``(x, y) -> loss`` (after its backward passes).
+        recipe: the optimizer, schedule and clipping.
+        data: the data (the schedule's length).
+        validate: the epoch's validation record.
+        rng: the generator of the step's random choices.
+    """
+
+    def __init__(self, model: nn.Module, forward_backward: Callable[[torch.Tensor, torch.Tensor], float], recipe: Recipe,
+                 data: Data, validate: Callable[[], dict[str, float]], rng: np.random.Generator):
+        self.model, self.forward_backward, self.validate, self.rng = model, forward_backward, validate, rng
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.grad_clip = recipe.grad_clip
+        opt, sched = recipe.build(self.params, data)
+        self.optimizers, self.schedulers = {"weights": opt}, {"weights": sched}
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        opt = self.optimizers["weights"]
+        opt.zero_grad(set_to_none=True)
+        value = self.forward_backward(x, y)
+        if self.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        opt.step()
+        return value
+
+    def end_epoch(self, epoch: int, loss: float) -> dict[str, Any]:
+        return {"loss": loss, "lr": self.optimizers["weights"].param_groups[0]["lr"], **self.validate()}
+
+    def postfix(self, record: Mapping[str, Any]) -> dict[str, str]:
+        out = {"loss": f"{record['loss']:.4f}"}
+        for which in ("largest", "smallest"):
+            if f"{which}_accuracy" in record:
+                out[which] = f"{record[f'{which}_accuracy']:.3f}"
+            elif f"{which}_loss" in record:
+                out[which] = f"{record[f'{which}_loss']:.4f}"
+        if "val_accuracy" in record:
+            out["val"] = f"{record['val_accuracy']:.3f}"
+        return out
 
 
 class StandaloneResult(NamedTuple):
@@ -179,6 +222,8 @@ def train_standalone(
     """
     if init not in ("scratch", "supernet"):
         raise ValueError(f"The 'init' parameter of train_standalone must be 'scratch' or 'supernet', got {init!r}.")
+    recipe = Recipe(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay,
+                    schedule=schedule, grad_clip=grad_clip, seed=seed)
     data = resolve(net, data)
     loss_fn = default_loss(data, loss)
     model = net.extract(config)
@@ -187,7 +232,7 @@ def train_standalone(
         reinitialise(model)
     device = next(model.parameters()).device
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> float:
+    def forward_backward(x: torch.Tensor, y: torch.Tensor) -> float:
         value = loss_fn(model(x), y)
         value.backward()
         return value.item()
@@ -203,13 +248,9 @@ def train_standalone(
             model.train(mode)
         return {f"val_{k}": v for k, v in scores.items()}
 
-    recipe = {"kind": "standalone", "config": dict(config), "init": init}
-    history = _fit(
-        model, step, validate, data, np.random.default_rng(seed),
-        epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay,
-        schedule=schedule, grad_clip=grad_clip, seed=seed, run=None, resume=False, progress=progress,
-        callback=None, recipe=recipe, desc="train subnet",
-    )
+    step = Supervised(model, forward_backward, recipe, data, validate, np.random.default_rng(seed))
+    history = fit(step, data, recipe, identity={"kind": "standalone", "config": dict(config), "init": init},
+                  progress=progress, desc="train subnet")
     model.eval()
     final = history[-1] if history else validate()
     return StandaloneResult(model, final.get("val_accuracy"), final["val_loss"], history)
@@ -228,104 +269,13 @@ def reinitialise(model: nn.Module) -> None:
 
 
 def load_checkpoint(net: nn.Module, run: str | os.PathLike) -> list[dict[str, Any]]:
-    """Load the supernet weights of the checkpoint in `run` into `net`; returns its history."""
-    state = torch.load(Path(run) / CHECKPOINT, map_location="cpu", weights_only=True)
+    """Load the supernet weights of the checkpoint in `run` into `net`; returns its history.
+
+    A damaged checkpoint raises `nas.rundir.CorruptFile` naming it.
+    """
+    state = read_checkpoint(RunDir(run).checkpoint)
     net.load_state_dict(state["model"])
     return state["history"]
-
-
-# -- the loop ------------------------------------------------------------------------------
-def _fit(
-    model: nn.Module,
-    step: Callable[[torch.Tensor, torch.Tensor], float],
-    validate: Callable[[], dict[str, float]],
-    data: Data,
-    rng: np.random.Generator,
-    *,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    optimizer: OptimizerSpec,
-    weight_decay: float,
-    schedule: ScheduleSpec,
-    grad_clip: float | None,
-    seed: int,
-    run: str | os.PathLike | None,
-    resume: bool,
-    progress: bool,
-    callback: Callable[[dict[str, Any]], bool | None] | None,
-    recipe: dict[str, Any],
-    desc: str,
-) -> list[dict[str, Any]]:
-    check_recipe(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed)
-    if resume and run is None:
-        raise ValueError("resume=True needs the run directory: pass run=...")
-    recipe = dict(recipe, lr=lr, batch_size=batch_size, optimizer=_name(optimizer), weight_decay=weight_decay,
-                  schedule=_name(schedule), grad_clip=grad_clip, seed=seed)
-    device = _device(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(optimizer, params, lr, weight_decay)
-    sched = make_schedule(schedule, opt, max(1, epochs * steps_per_epoch(data, batch_size)))
-    torch.manual_seed(seed)
-    history: list[dict[str, Any]] = []
-    start = 0
-    path = Path(run) / CHECKPOINT if run is not None else None
-    if resume and path is not None and path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        _check_resumable(state["recipe"], recipe, path)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if sched is not None and state["scheduler"] is not None:
-            sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"].get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        rng.bit_generator.state = _unjson(state["rng"]["numpy"])
-        history = list(state["history"])
-        start = int(state["epoch"])
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=epochs, initial=start, desc=desc, disable=not progress, leave=False, mininterval=0)
-    try:
-        for epoch in range(start, epochs):
-            began = time.perf_counter()
-            model.train()
-            total, count = 0.0, 0
-            for x, y in data.train_batches(batch_size, seed * 1_000_003 + epoch, device):
-                opt.zero_grad(set_to_none=True)
-                total += step(x, y)
-                count += 1
-                if grad_clip is not None:
-                    nn.utils.clip_grad_norm_(params, grad_clip)
-                opt.step()
-                if sched is not None:
-                    sched.step()
-            record: dict[str, Any] = {"epoch": epoch + 1, "loss": total / max(count, 1), "lr": opt.param_groups[0]["lr"]}
-            record.update(validate())
-            record["seconds"] = time.perf_counter() - began
-            history.append(record)
-            if path is not None:
-                _save(path, model, opt, sched, rng, epoch + 1, history, recipe)
-            bar.set_postfix(_postfix(record), refresh=False)
-            bar.update(1)
-            if callback is not None and callback(record):
-                break
-    finally:
-        bar.close()
-    model.train()
-    return history
-
-
-def _device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
-def _name(spec: Any) -> Any:
-    if spec is None or isinstance(spec, str):
-        return spec
-    return getattr(spec, "__qualname__", type(spec).__name__)
 
 
 def _plain(value: Any) -> Any:
@@ -337,64 +287,3 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)
-
-
-def _check_resumable(stored: Mapping[str, Any], current: Mapping[str, Any], path: Path) -> None:
-    diffs = [k for k in sorted(set(stored) | set(current)) if stored.get(k) != current.get(k)]
-    if diffs:
-        detail = "; ".join(f"{k}: checkpoint {stored.get(k)!r}, now {current.get(k)!r}" for k in diffs)
-        raise ValueError(f"cannot resume from {path}: the recipe differs ({detail}); use a new run directory or resume=False")
-
-
-def _json(state: Any) -> Any:
-    """numpy bit-generator state with its 128-bit integers as strings (safe for weights_only loading)."""
-    if isinstance(state, dict):
-        return {k: _json(v) for k, v in state.items()}
-    if isinstance(state, int) and not isinstance(state, bool):
-        return str(state)
-    return state
-
-
-def _unjson(state: Any) -> Any:
-    if isinstance(state, dict):
-        return {k: _unjson(v) for k, v in state.items()}
-    if isinstance(state, str) and state.lstrip("-").isdigit():
-        return int(state)
-    return state
-
-
-def _save(path: Path, model: nn.Module, opt, sched, rng: np.random.Generator, epoch: int, history: list, recipe: dict) -> None:
-    state = {
-        "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict() if sched is not None else None,
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "numpy": _json(rng.bit_generator.state),
-        },
-        "epoch": epoch,
-        "history": history,
-        "recipe": recipe,
-    }
-    save_checkpoint(path, state)
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write a checkpoint atomically: a kill mid-write leaves the previous one intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _postfix(record: Mapping[str, Any]) -> dict[str, str]:
-    out = {"loss": f"{record['loss']:.4f}"}
-    for which in ("largest", "smallest"):
-        if f"{which}_accuracy" in record:
-            out[which] = f"{record[f'{which}_accuracy']:.3f}"
-        elif f"{which}_loss" in record:
-            out[which] = f"{record[f'{which}_loss']:.4f}"
-    if "val_accuracy" in record:
-        out["val"] = f"{record['val_accuracy']:.3f}"
-    return out

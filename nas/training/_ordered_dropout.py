@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from nas.training._base import Strategy
+from nas.training._base import STRATEGIES, Strategy
 
 
 def cutoff_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -17,6 +17,7 @@ def _lowest(layer: nn.Module) -> int:
     return int(min(values)) if values else 1
 
 
+@STRATEGIES.register("ordered_dropout")
 class OrderedDropout(Strategy):
     """Ordered dropout: each step samples a subnet (widths, depth, ... from their choices)
     and, for every low-rank layer, a cut-off ``r`` uniform between its smallest rank choice
@@ -33,7 +34,6 @@ class OrderedDropout(Strategy):
     After a step, `last_cutoffs` maps each layer name to the cut-off of the last subnet.
     """
 
-    name = "ordered_dropout"
 
     def __init__(self, n: int = 1):
         if not isinstance(n, int) or n < 1:

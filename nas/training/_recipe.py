@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -84,3 +85,49 @@ def steps_per_epoch(data: Data, batch_size: int) -> int:
         return len(data.train)
     n = len(data.train)  # type: ignore[arg-type]
     return n // batch_size if n >= batch_size else 1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How weights are trained: epochs, learning rate, batch size, optimizer, schedule, clipping, seed.
+
+    Checked on construction (a `ValueError` naming the first bad value).
+
+    Example:
+        >>> Recipe(epochs=2, lr=1e-2).record()["lr"]
+        0.01
+        >>> Recipe(batch_size=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: The 'batch_size' parameter must be an int >= 1, got 0.
+    """
+
+    epochs: int = EPOCHS
+    lr: float = LR
+    batch_size: int = BATCH_SIZE
+    optimizer: OptimizerSpec = "adamw"
+    weight_decay: float = WEIGHT_DECAY
+    schedule: ScheduleSpec = "cosine"
+    grad_clip: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_recipe(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, weight_decay=self.weight_decay, grad_clip=self.grad_clip, seed=self.seed)
+
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint stores of it (all but the epochs, which a resume may raise)."""
+        return {
+            "lr": self.lr, "batch_size": self.batch_size, "optimizer": _name(self.optimizer), "weight_decay": self.weight_decay,
+            "schedule": _name(self.schedule), "grad_clip": self.grad_clip, "seed": self.seed,
+        }
+
+    def build(self, params: list[nn.Parameter], data: Data) -> tuple[torch.optim.Optimizer, Any]:
+        """The optimizer over `params` and its per-step schedule over all epochs of `data` (None: constant)."""
+        opt = make_optimizer(self.optimizer, params, self.lr, self.weight_decay)
+        return opt, make_schedule(self.schedule, opt, max(1, self.epochs * steps_per_epoch(data, self.batch_size)))
+
+
+def _name(spec: Any) -> Any:
+    if spec is None or isinstance(spec, str):
+        return spec
+    return getattr(spec, "__qualname__", type(spec).__name__)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from nas.training._base import Strategy
+from nas.training._base import STRATEGIES, Strategy
 
 
+@STRATEGIES.register("sandwich")
 class Sandwich(Strategy):
     """The sandwich rule: each step trains the largest, the smallest and `n` random subnets.
 
@@ -23,7 +24,6 @@ class Sandwich(Strategy):
             points below their from-scratch accuracy (`bench/ranking.py`).
     """
 
-    name = "sandwich"
     distills_by_default = True
     supports_distill = True
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from nas.training._base import Strategy
+from nas.training._base import STRATEGIES, Strategy
 
 
+@STRATEGIES.register("uniform")
 class Uniform(Strategy):
     """Single-path one-shot training: each step trains one uniformly sampled subnet.
 
@@ -12,8 +13,6 @@ class Uniform(Strategy):
         >>> Uniform()
         Uniform()
     """
-
-    name = "uniform"
 
     def step(self, net, x, y, rng, loss, distill):
         with net.activate(net.sample(rng)):
