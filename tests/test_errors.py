@@ -31,7 +31,11 @@ def test_every_project_exception_derives_from_nas_error_and_keeps_its_value_erro
     names = {c.__name__ for c in classes}
     assert {"RunError", "SpecError", "InvalidConfig", "InvalidObjective", "ExportError", "ReportError", "NotFittedError"} <= names
     assert [c.__name__ for c in classes if not issubclass(c, nas.NASError)] == []
-    assert all(issubclass(c, ValueError) for c in classes if c.__name__ not in ("NASError", "ExportError"))
+    # bad input stays a ValueError; what goes wrong while working (a file, a lock, training) is a RuntimeError
+    working = ("ExportError", "RunDirError", "RunLocked", "CorruptFile", "Diverged")
+    assert {c.__name__ for c in classes} >= set(working)
+    assert all(issubclass(c, ValueError) for c in classes if c.__name__ not in ("NASError", *working))
+    assert all(issubclass(c, RuntimeError) for c in classes if c.__name__ in working)
 
 
 def test_the_cli_reports_any_nas_error_in_one_line(tmp_path, capsys):

@@ -286,7 +286,8 @@ def test_reading_a_store_leaves_no_wal_or_shm_files(tmp_path):
 def test_report_and_export_leave_no_database_side_files_and_re_export_is_swapped_whole(tmp_path):
     from nas.export import export, load_model
     from nas.report import report
-    from nas.runs import RunError, load_run, run_spec
+    from nas.export import ExportInputError
+    from nas.runs import load_run, run_spec
 
     spec = {"name": "tiny", "space": {"args": {"depths": [1], "widths": [16, 32], "ranks": [4]}}, "train": {"epochs": 1}}
     run = run_spec(spec, run=tmp_path / "run", budget=4, progress=False).run
@@ -304,14 +305,14 @@ def test_report_and_export_leave_no_database_side_files_and_re_export_is_swapped
     assert first.path == second.path == out
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(RunError, match="not an export"):
+    with pytest.raises(ExportInputError, match="not an export"):
         export(run, "knee", tmp_path / "mine", formats="pt")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
 def test_an_arch_json_asking_for_huge_sizes_is_refused_before_allocating(tmp_path):
     from nas.export import export, load_model
-    from nas.runs import RunError
+    from nas.export import ExportInputError
 
     net = MLP(depths=(1,), widths=(16,), ranks=(4,))
     out = export(net, net.largest(), tmp_path / "m", formats="pt", check=False).path
@@ -322,7 +323,7 @@ def test_an_arch_json_asking_for_huge_sizes_is_refused_before_allocating(tmp_pat
     ):
         config = {k: (v if "width" not in k else args["widths"][0]) for k, v in config.items()}
         (out / "arch.json").write_text(json.dumps({**arch, "family_args": args, "config": config}))
-        with pytest.raises(RunError, match=what):
+        with pytest.raises(ExportInputError, match=what):
             load_model(out)
 
 
