@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import nas.search
-from nas.evaluation import Evaluation
 from nas.pareto import Constraint, InvalidConstraint
 from nas.search import EvolutionSearcher, OptunaSearcher
 from nas.search._base import constraint_violation, parse_constraints

@@ -5,17 +5,21 @@ Every searcher implements the `Searcher` protocol, ``ask(n) -> list[Config]`` an
 
     >>> import nas.search
     >>> nas.search.names()
-    ['evolution', 'guided', 'optuna', 'random']
+    ['dp', 'evolution', 'evopress', 'guided', 'optuna', 'random']
 """
 
 from nas.search._base import Searcher, Told, get, names, register
+from nas.search._dp import DPSearcher
 from nas.search._evolution import EvolutionSearcher
+from nas.search._evopress import EvoPressSearcher, subset_screen
 from nas.search._guided import GuidedSearcher
 from nas.search._operators import crossover, crowding_distance, mutate
 from nas.search._optuna import OptunaSearcher
 from nas.search._random import RandomSearcher
 
 __all__ = [
+    "DPSearcher",
+    "EvoPressSearcher",
     "EvolutionSearcher",
     "GuidedSearcher",
     "OptunaSearcher",
@@ -28,6 +32,7 @@ __all__ = [
     "mutate",
     "names",
     "register",
+    "subset_screen",
 ]
 
 # `nas.search` is both this package (the searchers) and the search loop itself, so that

@@ -376,7 +376,7 @@ def names() -> list[str]:
     Example:
         >>> import nas.search
         >>> nas.search.names()
-        ['evolution', 'guided', 'optuna', 'random']
+        ['dp', 'evolution', 'evopress', 'guided', 'optuna', 'random']
     """
     return _REGISTRY.names()
 
