@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -163,39 +164,69 @@ class DPSearcher(Searcher):
         return out
 
     def _solve(self) -> list[tuple[Config, float]]:
-        """The (cost, error) Pareto frontier of allocations meeting the budget, least error first."""
-        metric = self.budget.metric
-        base_cost = self.cost_of(self.base)[metric]
-        deltas = {
-            name: np.array([self.cost_of(self.space.validate({**self.base, name: v}))[metric] - base_cost for v in self.space[name].values])
-            for name in self.levels
-        }
-        slack = self.budget.value - base_cost  # summed cost changes must stay at or below this
-        least_after = np.cumsum([deltas[n].min() for n in self.levels][::-1])[::-1].tolist() + [0.0]
-        costs, errs = np.zeros(1), np.zeros(1)
-        pointers: list[tuple[np.ndarray, np.ndarray]] = []
-        for i, name in enumerate(self.levels):
-            c = (costs[:, None] + deltas[name][None, :]).ravel()
-            e = (errs[:, None] + self.errors[name][None, :]).ravel()
-            parent = np.repeat(np.arange(len(costs)), len(deltas[name]))
-            level = np.tile(np.arange(len(deltas[name])), len(costs))
-            reachable = (c + least_after[i + 1] <= slack + 1e-9 * max(1.0, abs(slack))) & np.isfinite(e)
-            order = np.flatnonzero(reachable)
-            order = order[np.lexsort((e[order], c[order]))]
-            best = np.minimum.accumulate(e[order]) if len(order) else e[order]
-            keep = order[np.r_[True, e[order][1:] < best[:-1]]] if len(order) else order
-            costs, errs = c[keep], e[keep]
-            pointers.append((parent[keep], level[keep]))
-        ranked = np.argsort(errs, kind="stable")
-        out = []
-        for s in ranked:
-            config = dict(self.base)
-            state = int(s)
-            for name, (parent, level) in zip(reversed(self.levels), reversed(pointers)):
-                config[name] = self.space[name].values[int(level[state])]
-                state = int(parent[state])
-            config = self.space.validate(config)
-            out.append((config, float(self.base_value - errs[s])))
-        if not out:
-            raise ValueError(f"dp found no allocation whose additive {metric} meets the budget {self.budget}.")
-        return out
+        """The (cost, error) Pareto frontier of allocations meeting the budget, best predicted first."""
+        ranked = allocate(self.space, self.errors, self.cost_of, self.budget, base=self.base)
+        if not ranked:
+            raise ValueError(f"dp found no allocation whose additive {self.budget.metric} meets the budget {self.budget}.")
+        return [(config, float(self.base_value - error)) for config, error in ranked]
+
+
+def allocate(
+    space: SearchSpace,
+    errors: Mapping[str, Sequence[float]],
+    cost: CostFn,
+    budget: Constraint,
+    *,
+    base: Config | None = None,
+) -> list[tuple[Config, float]]:
+    """The allocations of least summed per-layer error under an additive budget, by exact dynamic programming.
+
+    `errors` maps each layer's dimension to its error at each of its values (in the
+    dimension's order); other dimensions keep their value in `base` (default: the largest
+    config). A layer's cost change is ``cost(base with only that layer changed) - cost(base)``
+    in the budget's metric; the program keeps, layer by layer, every (cost, error) partial
+    sum that no cheaper one beats, and returns the final frontier that meets the budget,
+    least error first, as ``(config, summed error)``.
+
+    Example:
+        >>> from nas import Choice, SearchSpace
+        >>> space = SearchSpace([Choice("a", [1, 2, 3]), Choice("b", [1, 2, 3])])
+        >>> errors = {"a": [2.0, 1.0, 0.0], "b": [5.0, 1.0, 0.0]}
+        >>> cost = lambda c: {"params": c["a"] + c["b"]}
+        >>> allocate(space, errors, cost, Constraint.parse("params<=4"))[0]
+        ({'a': 1, 'b': 3}, 2.0)
+    """
+    base = dict(space.largest() if base is None else base)
+    names = [n for n in space.names() if n in errors]
+    metric = budget.metric
+    base_cost = float(cost(base)[metric])
+    deltas = {
+        name: np.array([float(cost(space.validate({**base, name: v}))[metric]) - base_cost for v in space[name].values])
+        for name in names
+    }
+    table = {name: np.asarray(errors[name], dtype=float) for name in names}
+    slack = budget.value - base_cost  # summed cost changes must stay at or below this
+    least_after = np.cumsum([deltas[n].min() for n in names][::-1])[::-1].tolist() + [0.0]
+    costs, errs = np.zeros(1), np.zeros(1)
+    pointers: list[tuple[np.ndarray, np.ndarray]] = []
+    for i, name in enumerate(names):
+        c = (costs[:, None] + deltas[name][None, :]).ravel()
+        e = (errs[:, None] + table[name][None, :]).ravel()
+        parent = np.repeat(np.arange(len(costs)), len(deltas[name]))
+        level = np.tile(np.arange(len(deltas[name])), len(costs))
+        reachable = np.flatnonzero((c + least_after[i + 1] <= slack + 1e-9 * max(1.0, abs(slack))) & np.isfinite(e))
+        order = reachable[np.lexsort((e[reachable], c[reachable]))]
+        if len(order):  # keep a state only when every cheaper one has more error
+            best = np.minimum.accumulate(e[order])
+            order = order[np.r_[True, e[order][1:] < best[:-1]]]
+        costs, errs = c[order], e[order]
+        pointers.append((parent[order], level[order]))
+    out = []
+    for s in np.argsort(errs, kind="stable"):
+        config = dict(base)
+        state = int(s)
+        for name, (parent, level) in zip(reversed(names), reversed(pointers)):
+            config[name] = space[name].values[int(level[state])]
+            state = int(parent[state])
+        out.append((space.validate(config), float(errs[s])))
+    return out
