@@ -27,8 +27,9 @@ class EvoPressSearcher(Searcher):
     it when it meets every constraint and its budget metric is at least ``(1 - tolerance)``
     times the bound, so every proposal spends the budget. A level switch steps one layer
     down and another up, then keeps stepping random layers down (over the budget) or up
-    (under it) until the config is inside again: where every step costs the same, the cost
-    stays exactly equal (``tolerance=0``), otherwise within the tolerance. Each child takes
+    (under it) until the config is inside again, and then up while it stays within the
+    budget (so it spends what it can): where every step costs the same, the cost stays
+    exactly equal (``tolerance=0``), otherwise within the tolerance. Each child takes
     ``min(u1, u2)`` switches, ``u1, u2`` uniform in 1..3.
 
     The search is a (1 + lambda) evolution on the first objective that `cost` does not give
@@ -142,10 +143,10 @@ class EvoPressSearcher(Searcher):
         ]
 
     def _settle(self, config: Config) -> Config | None:
-        """Step random layers down (over the budget) or up (under it) until `config` is inside."""
+        """Step random layers down (over the budget) or up (under it) until `config` is inside, then `_fill` it."""
         for _ in range(4 * sum(len(self.space[n].values) for n in self.levels)):
             if self.inside(config):
-                return config
+                return self._fill(config)
             over = not self.feasible(config)
             movable = self._movable(config, -1 if over else 1)
             if not over:  # under the budget: only steps that stay feasible
@@ -154,6 +155,15 @@ class EvoPressSearcher(Searcher):
                 return None
             config = self._step(config, movable[int(self.rng.integers(len(movable)))], -1 if over else 1)
         return None
+
+    def _fill(self, config: Config) -> Config:
+        """`config` with layers stepped up, in random order, while it stays within the budget (spend it all)."""
+        for name in [self.levels[i] for i in self.rng.permutation(len(self.levels))]:
+            if name in self._movable(config, 1):
+                stepped = self._step(config, name, 1)
+                if self.feasible(stepped):
+                    config = stepped
+        return config
 
     def level_switch(self, config: Config, switches: int | None = None) -> Config | None:
         """A child of `config`, other than it, inside the budget after `switches` level switches (None: none found).
