@@ -25,6 +25,7 @@ class _Trace:
     params: int
     macs: int
     graph: nx.DiGraph
+    bits: dict[str, int] | None = None  # model_bits and bitops, when some layer has a bit-width
 
 
 class Supernet(nn.Module):
@@ -114,7 +115,7 @@ class Supernet(nn.Module):
     def cost(self, config: Mapping[str, Any]) -> dict[str, int]:
         """Parameters and per-sample multiply-accumulates of `config`'s subnet."""
         trace = self._trace(config)
-        return {"params": trace.params, "macs": trace.macs}
+        return {"params": trace.params, "macs": trace.macs, **(trace.bits or {})}
 
     def _graph(self, config: Config) -> nx.DiGraph:
         return self._trace(config).graph.copy()
@@ -210,7 +211,7 @@ def _trace_run(net: Supernet, config: Config, inputs: dict[int, tuple]) -> _Trac
     """Run `config` once on a 1-sample input, recording cost, the op graph and layer inputs."""
     graph = nx.DiGraph()
     graph.add_node(0, op="input", shape=list(net.input_shape))
-    state = {"last": 0, "params": 0, "macs": 0, "seen": set(), "starts": []}
+    state = {"last": 0, "params": 0, "macs": 0, "seen": set(), "starts": [], "model_bits": 0, "bitops": 0, "quantized": False}
     inside_leaf: set[int] = set()
     for module in net.body.modules():
         if isinstance(module, ElasticModule) and module.leaf:
@@ -253,7 +254,10 @@ def _trace_run(net: Supernet, config: Config, inputs: dict[int, tuple]) -> _Trac
                 attrs["out"] = list(output.shape[1:])
         if first:
             state["params"] += params
+            state["model_bits"] += attrs.get("weight_bits", 32 * params)
         state["macs"] += macs
+        state["bitops"] += attrs.get("bitops", 32 * macs)
+        state["quantized"] |= "weight_bits" in attrs
         add_node(attrs)
 
     handles = []
@@ -271,7 +275,8 @@ def _trace_run(net: Supernet, config: Config, inputs: dict[int, tuple]) -> _Trac
         for module, mode in modes.items():
             module.training = mode
     add_node({"op": "output"})
-    return _Trace(int(state["params"]), int(state["macs"]), graph)
+    bits = {"model_bits": int(state["model_bits"]), "bitops": int(state["bitops"])} if state["quantized"] else None
+    return _Trace(int(state["params"]), int(state["macs"]), graph, bits)
 
 
 def dense_macs(module: nn.Module, args: tuple, output: Any) -> int:

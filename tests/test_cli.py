@@ -106,7 +106,7 @@ BAD = [
     (["search", "--spec", "{dir}/wrong_type.toml"], None, "search.budget in {dir}/wrong_type.toml must be an int >= 1, got 'ten'"),
     (["search", "--spec", "{dir}/nope.toml"], None, "spec file {dir}/nope.toml does not exist"),
     (["search", "--space", "resnet"], None, "--space must be one of ['cell', 'cnn', 'mlp', 'transformer'], got 'resnet'"),
-    (["search", "--searcher", "annealing"], None, "--searcher must be one of ['evolution', 'guided', 'optuna', 'random', 'tangle'], got 'annealing'"),
+    (["search", "--searcher", "annealing"], None, "--searcher must be one of ['dp', 'evolution', 'evopress', 'guided', 'optuna', 'random', 'tangle'], got 'annealing'"),
     (["search", "--objectives", "acc:max,params:min"], None, "--objectives names unknown metric 'acc'; the metrics are: accuracy, loss, params, macs, latency_ms"),
     (["search", "--objectives", "accuracy:up"], None, "--objectives: The 'direction' of objective 'accuracy' must be one of ['max', 'min'], got 'up'"),
     (["search", "--budget", "many"], None, "--budget must be an int >= 1, got 'many'"),

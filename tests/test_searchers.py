@@ -96,8 +96,8 @@ def drive(searcher, rounds: int, batch: int, seen: set[str] | None = None) -> li
 
 # -- protocol ------------------------------------------------------------------------------
 def test_registry_lists_searchers_and_rejects_unknown_names_and_arguments():
-    assert nas.searchers.names() == ["evolution", "guided", "optuna", "random"]
-    with pytest.raises(ValueError, match="known searchers: evolution, guided, optuna, random"):
+    assert nas.searchers.names() == ["dp", "evolution", "evopress", "guided", "optuna", "random"]
+    with pytest.raises(ValueError, match="known searchers: dp, evolution, evopress, guided, optuna, random"):
         nas.searchers.get("annealing", SPACE, OBJECTIVES)
     with pytest.raises(TypeError, match="no parameter 'populaton_size'.*population_size"):
         nas.searchers.get("evolution", SPACE, OBJECTIVES, populaton_size=10)

@@ -7,6 +7,7 @@ from nas.elastic._conv import ElasticConv2d
 from nas.elastic._embedding import ElasticPositionalEmbedding
 from nas.elastic._linear import ElasticLinear, ElasticLoRALinear, ElasticLowRankLinear
 from nas.elastic._norm import ElasticBatchNorm2d, ElasticLayerNorm
+from nas.elastic._quant import ElasticQuant, fake_quantize, with_bits
 
 __all__ = [
     "ElasticBatchNorm2d",
@@ -18,9 +19,12 @@ __all__ = [
     "ElasticModule",
     "ElasticMultiheadAttention",
     "ElasticPositionalEmbedding",
+    "ElasticQuant",
     "ElasticSequential",
     "OpChoice",
     "Rule",
+    "fake_quantize",
     "scaled",
     "times_input",
+    "with_bits",
 ]

@@ -9,11 +9,16 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from nas.evaluation import Evaluation
-from nas.pareto import MissingMetric, Objective, parse_objectives
+from nas.pareto import Constraint, InvalidConstraint, MissingMetric, Objective, parse_objectives
 from nas.registry import SEARCHERS
+from nas.searchers._operators import _repair as repair
 from nas.space import Config, SearchSpace
 
 CostFn = Callable[[Config], Mapping[str, float]]
+Constraints = Sequence[Constraint | str] | str | Constraint | None
+_UPPER = ("<=", "<")
+_LOWER = (">=", ">")
+_ENUMERATE_LIMIT = 100_000  # configs walked for feasible ones before giving up
 
 
 class Told(NamedTuple):
@@ -56,6 +61,10 @@ class Searcher:
         cost: optional ``config -> {metric: value}`` giving analytic metrics (params, MACs,
             table latency). Searchers compute these metrics with it and never predict them;
             they also fill objectives missing from a told evaluation's metrics.
+        constraints: hard bounds on `cost` metrics, e.g. ``["params<=50000", "latency_ms<=2"]``
+            (or one comma-separated string): a config that breaks one is never asked. Checked
+            up front: each metric must be one `cost` gives, and the smallest (for upper
+            bounds) or largest (lower bounds) subnet must meet it, else `InvalidConstraint`.
     """
 
     name: ClassVar[str] = ""
@@ -67,6 +76,7 @@ class Searcher:
         *,
         seed: int | None = None,
         cost: CostFn | None = None,
+        constraints: Constraints = None,
     ) -> None:
         if not isinstance(space, SearchSpace):
             raise TypeError(f"The 'space' parameter must be a SearchSpace, got {type(space).__name__}.")
@@ -86,6 +96,10 @@ class Searcher:
         self._pending: set[str] = set()
         self._size = space.size()
         self._cost_names: frozenset[str] | None = None
+        self._costs: dict[str, dict[str, float]] = {}
+        self.constraints: list[Constraint] = parse_constraints(constraints)
+        if self.constraints:
+            self._check_constraints()
 
     # -- the protocol --------------------------------------------------------------------
     def ask(self, n: int = 1) -> list[Config]:
@@ -102,7 +116,7 @@ class Searcher:
         for config in self._ask(n)[:n]:
             config = self.space.validate(config)
             key = self.space.key(config)
-            if key in seen or self.taken(key):
+            if key in seen or self.taken(key) or not self.feasible(config, key):
                 continue
             seen.add(key)
             keys.append(key)
@@ -203,15 +217,92 @@ class Searcher:
                 self._cost_names = frozenset(o.name for o in self.objectives if o.name in given)
         return self._cost_names
 
+    # -- constraints ---------------------------------------------------------------------
+    def cost_of(self, config: Config, key: str | None = None) -> dict[str, float]:
+        """`cost(config)`, computed once per config (empty without a `cost` function)."""
+        if self.cost is None:
+            return {}
+        key = self.space.key(config) if key is None else key
+        row = self._costs.get(key)
+        if row is None:
+            row = self._costs[key] = {k: float(v) for k, v in self.cost(config).items()}
+        return row
+
+    def feasible(self, config: Config, key: str | None = None) -> bool:
+        """Whether `config` meets every constraint (always, without constraints)."""
+        if not self.constraints:
+            return True
+        metrics = self.cost_of(config, key)
+        return all(c.holds(metrics) for c in self.constraints)
+
+    def violations(self, config: Config, key: str | None = None) -> list[float]:
+        """One value per constraint, <= 0 where it holds (Optuna's convention), relative to the bound."""
+        metrics = self.cost_of(config, key)
+        return [constraint_violation(c, metrics[c.metric]) for c in self.constraints]
+
+    def violation(self, config: Config, key: str | None = None) -> float:
+        """The total relative amount by which `config` breaks the constraints (0: feasible)."""
+        return float(sum(max(0.0, v) for v in self.violations(config, key))) if self.constraints else 0.0
+
+    def _check_constraints(self) -> None:
+        """Every constraint on a `cost` metric, and met by the smallest (or largest) subnet."""
+        shown = [str(c) for c in self.constraints]
+        if self.cost is None:
+            raise InvalidConstraint(
+                f"The 'constraints' parameter {shown} needs a 'cost' function that computes the "
+                "constrained metrics without evaluation."
+            )
+        small, large = self.cost_of(self.space.smallest()), self.cost_of(self.space.largest())
+        for c in self.constraints:
+            if c.metric not in small:
+                raise InvalidConstraint(
+                    f"The constraint {str(c)!r} is on metric {c.metric!r}, which is not known before "
+                    f"evaluation; constrain one of the cost metrics {sorted(small)}."
+                )
+            low, high = sorted((small[c.metric], large[c.metric]))
+            if c.op in _UPPER and not c.holds({c.metric: low}) or c.op in _LOWER and not c.holds({c.metric: high}) or (
+                c.op == "==" and not low <= c.value <= high
+            ):
+                raise InvalidConstraint(
+                    f"The constraint {str(c)!r} cannot be met: {c.metric} ranges from {low:g} (smallest "
+                    f"subnet) to {high:g} (largest subnet)."
+                )
+
+    def _toward_feasible(self, config: Config) -> Config | None:
+        """`config` with random numeric dimensions stepped down (or up, for lower bounds) until feasible."""
+        out = dict(config)
+        for _ in range(sum(len(d.values) for d in self.space.dimensions)):
+            metrics = self.cost_of(out)
+            broken = [c for c in self.constraints if not c.holds(metrics)]
+            if not broken:
+                return out
+            step = 1 if broken[0].op in _LOWER else -1
+            movable = [
+                d for d in self.space.dimensions
+                if d.name in out and d.kind is not str and 0 <= d.index(out[d.name]) + step < len(d.values)
+            ]
+            if not movable:
+                return None
+            dim = movable[int(self.rng.integers(len(movable)))]
+            out[dim.name] = dim.values[dim.index(out[dim.name]) + step]
+            out = repair(self.space, out, self.rng)
+        return None
+
     def random_unseen(self, n: int, exclude: set[str] | None = None) -> list[Config]:
-        """Up to `n` distinct random configs that are not told, pending or in `exclude`."""
+        """Up to `n` distinct random feasible configs that are not told, pending or in `exclude`.
+
+        With constraints, a random config that breaks one is moved toward feasibility
+        (numeric dimensions stepped down for upper bounds) before it is dropped.
+        """
         exclude = set() if exclude is None else exclude
         out: list[Config] = []
         keys: set[str] = set()
 
-        def fresh(config: Config) -> bool:
+        def fresh(config: Config | None) -> bool:
+            if config is None:
+                return False
             key = self.space.key(config)
-            if key in keys or key in exclude or self.taken(key):
+            if key in keys or key in exclude or self.taken(key) or not self.feasible(config, key):
                 return False
             keys.add(key)
             out.append(config)
@@ -220,10 +311,13 @@ class Searcher:
         tries = 20 * n + 50
         while len(out) < n and tries > 0:
             tries -= 1
-            fresh(self.space.sample(self.rng))
+            config = self.space.sample(self.rng)
+            if not fresh(config) and self.constraints and not self.feasible(config):
+                fresh(self._toward_feasible(config))
         if len(out) < n:  # nearly used up: walk the space in a random order instead
-            for config in self.space.enumerate(self.rng):
-                if fresh(config) and len(out) == n:
+            limit = _ENUMERATE_LIMIT if self.constraints else None
+            for i, config in enumerate(self.space.enumerate(self.rng)):
+                if fresh(config) and len(out) == n or limit is not None and i >= limit:
                     break
         return out
 
@@ -232,6 +326,43 @@ class Searcher:
             f"{type(self).__name__}(objectives={[str(o) for o in self.objectives]}, "
             f"told={len(self.evaluations)}, pending={len(self._pending)})"
         )
+
+
+def parse_constraints(constraints: Constraints) -> list[Constraint]:
+    """Constraints from `Constraint` objects or text (a list, or one comma-separated string).
+
+    Example:
+        >>> [str(c) for c in parse_constraints("params<=50000, latency_ms<=2")]
+        ['params<=50000', 'latency_ms<=2']
+    """
+    if constraints is None:
+        return []
+    if isinstance(constraints, (str, Constraint)):
+        constraints = [constraints] if isinstance(constraints, Constraint) else [c for c in constraints.split(",") if c.strip()]
+    if not isinstance(constraints, Sequence):
+        raise InvalidConstraint(
+            f"The 'constraints' parameter must be a list of constraints such as ['params<=50000'], got {constraints!r}."
+        )
+    return [c if isinstance(c, Constraint) else Constraint.parse(c) for c in constraints]
+
+
+def constraint_violation(constraint: Constraint, value: float) -> float:
+    """How far `value` is from meeting `constraint`, relative to its bound: <= 0 where it holds.
+
+    Example:
+        >>> constraint_violation(Constraint.parse("params<=100"), 150)
+        0.5
+    """
+    scale = max(abs(constraint.value), 1e-12)
+    if constraint.op in _UPPER:
+        gap = (value - constraint.value) / scale
+    elif constraint.op in _LOWER:
+        gap = (constraint.value - value) / scale
+    else:
+        gap = abs(value - constraint.value) / scale
+    if not constraint.holds({constraint.metric: value}):
+        gap = max(gap, 1e-12)  # a strict bound met with equality is still broken
+    return float(gap)
 
 
 register = SEARCHERS.register
@@ -243,7 +374,7 @@ def names() -> list[str]:
     Example:
         >>> import nas.searchers
         >>> nas.searchers.names()
-        ['evolution', 'guided', 'optuna', 'random']
+        ['dp', 'evolution', 'evopress', 'guided', 'optuna', 'random']
     """
     return SEARCHERS.names()
 

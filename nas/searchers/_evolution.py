@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nas.searchers._base import CostFn, Searcher, Told, register
+from nas.searchers._base import Constraints, CostFn, Searcher, Told, register
 from nas.searchers._operators import crossover, mutate, rank_and_crowding, select, tournament
 from nas.space import Config, SearchSpace
 
@@ -21,6 +21,11 @@ class EvolutionSearcher(Searcher):
     mutated again, up to `max_retries` times, and then replaced by a random unseen config.
     Failed evaluations take part in no selection. Since the state depends only on the told
     evaluations and their order, a resumed search with a seed continues exactly.
+
+    With `constraints`, a child that breaks one is never proposed (it is retried like a
+    repeat), and survival uses Deb's constrained domination: feasible configs first (by
+    NSGA-II), then the told configs that break a constraint (a run resumed with a tighter
+    budget than its stored evaluations), least violation first.
 
     Example:
         >>> from nas import Choice, Evaluation, SearchSpace
@@ -46,6 +51,7 @@ class EvolutionSearcher(Searcher):
         max_retries: new tries for a child that is already seen, before a random config.
         seed: seed of every random choice.
         cost: optional analytic metrics ``config -> dict`` for objectives that evaluations lack.
+        constraints: hard bounds on `cost` metrics (``["params<=50000"]``), see `Searcher`.
     """
 
     def __init__(
@@ -60,8 +66,9 @@ class EvolutionSearcher(Searcher):
         max_retries: int = 20,
         seed: int | None = None,
         cost: CostFn | None = None,
+        constraints: Constraints = None,
     ) -> None:
-        super().__init__(space, objectives, seed=seed, cost=cost)
+        super().__init__(space, objectives, seed=seed, cost=cost, constraints=constraints)
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
             raise ValueError(f"The 'budget' parameter must be None or an int >= 1, got {budget!r}.")
         if population_size is None:
@@ -98,10 +105,15 @@ class EvolutionSearcher(Searcher):
             return
         configs = self.population + [t.config for t in ok]
         values = np.vstack([self._values, self.objective_values([t.evaluation for t in ok])])
-        keep = select(values, self.population_size)
+        violation = np.array([self.violation(c) for c in configs])
+        keep = constrained_select(values, violation, self.population_size)
         self.population = [configs[i] for i in keep]
         self._values = values[keep]
         self._rank, self._crowd = rank_and_crowding(self._values)
+        broken = violation[keep] > 0
+        if broken.any():  # Deb's rule: every feasible rank beats any violation, then less violation wins
+            order = np.argsort(np.argsort(violation[keep][broken], kind="stable"), kind="stable")
+            self._rank[broken] = self._rank[~broken].max(initial=-1) + 1 + order
 
     def _ask(self, n: int) -> list[Config]:
         if not self.population:
@@ -120,8 +132,24 @@ class EvolutionSearcher(Searcher):
                     rate = min(1.0, (rate or 1.0 / max(1, len(child))) * (1 + attempt))
                 child = mutate(space, child, rng, rate)
                 key = space.key(child)
-                if key not in keys and not self.taken(key):
+                if key not in keys and not self.taken(key) and self.feasible(child, key):
                     keys.add(key)
                     out.append(child)
                     break
         return out
+
+
+def constrained_select(values: np.ndarray, violation: np.ndarray, k: int) -> np.ndarray:
+    """Indices of `k` survivors by Deb's rule: feasible rows by NSGA-II survival, then the least violating.
+
+    Example:
+        >>> values = np.array([[0.0, 1.0], [1.0, 0.0], [-5.0, -5.0]])
+        >>> constrained_select(values, np.array([0.0, 0.0, 0.3]), 2).tolist()
+        [0, 1]
+    """
+    feasible = np.flatnonzero(violation <= 0)
+    if len(feasible) >= k:
+        return feasible[select(values[feasible], k)]
+    broken = np.flatnonzero(violation > 0)
+    broken = broken[np.argsort(violation[broken], kind="stable")]
+    return np.concatenate([feasible, broken[: k - len(feasible)]])

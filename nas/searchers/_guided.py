@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from nas.registry import PREDICTOR_SELECTION, PREDICTORS
-from nas.searchers._base import CostFn, Searcher, Told, register
+from nas.searchers._base import Constraints, CostFn, Searcher, Told, register
 from nas.searchers._operators import best_spread, crossover, mutate, rank_and_crowding, select, tournament
 from nas.space import Config, SearchSpace
 
@@ -57,6 +57,8 @@ class GuidedSearcher(Searcher):
         seed: seed of every random choice (and of predictors built by name).
         cost: optional analytic metrics ``config -> dict``; objectives it gives are
             computed for every candidate instead of predicted.
+        constraints: hard bounds on `cost` metrics (``["params<=50000"]``): candidates that
+            break one are never scored or proposed, see `Searcher`.
     """
 
     def __init__(
@@ -74,8 +76,9 @@ class GuidedSearcher(Searcher):
         generations: int = 20,
         seed: int | None = None,
         cost: CostFn | None = None,
+        constraints: Constraints = None,
     ) -> None:
-        super().__init__(space, objectives, seed=seed, cost=cost)
+        super().__init__(space, objectives, seed=seed, cost=cost, constraints=constraints)
         for name, value, low in (("budget", budget, 1), ("n_init", n_init, 2)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
                 raise ValueError(f"The '{name}' parameter must be None or an int >= {low}, got {value!r}.")
@@ -189,7 +192,7 @@ class GuidedSearcher(Searcher):
             configs = list(self.space.enumerate())
             self._all = (configs, [self.space.key(c) for c in configs])
         configs, keys = self._all
-        unseen = [i for i, k in enumerate(keys) if not self.taken(k)]
+        unseen = [i for i, (c, k) in enumerate(zip(configs, keys)) if not self.taken(k) and self.feasible(c, k)]
         return [configs[i] for i in unseen], [keys[i] for i in unseen]
 
     def _evolve_candidates(self) -> tuple[list[Config], list[str]]:
@@ -211,7 +214,7 @@ class GuidedSearcher(Searcher):
                     child = crossover(space, parents[a], parents[b], rng) if rng.random() < 0.9 else parents[a]
                     child = mutate(space, child, rng)
                     key = space.key(child)
-                    if key not in pool and not self.taken(key):
+                    if key not in pool and not self.taken(key) and self.feasible(child, key):
                         pool[key] = child
                         children.append(child)
                         child_keys.append(key)

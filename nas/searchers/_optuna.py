@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from nas.searchers._base import CostFn, Searcher, Told, register
+from nas.searchers._base import Constraints, CostFn, Searcher, Told, register
 from nas.searchers._operators import mutate
 from nas.space import Config, SearchSpace
 
@@ -37,6 +37,13 @@ class OptunaSearcher(Searcher):
     did not ask enter the study with ``study.add_trials``; failed evaluations become
     ``FAIL`` trials. Optuna's info logging is silenced.
 
+    With `constraints`, every trial carries its constraint values (``trial.set_constraint``,
+    Optuna's native constrained optimisation: TPE, NSGA-II/III and GP treat trials that
+    break one as worse than any feasible trial). A proposal that breaks a constraint is
+    never returned: its trial is closed at once, with the cost objectives it has and the
+    worst told value of the others (pruned before any evaluation is told), and the sampler
+    asked again.
+
     Example:
         >>> from nas import Choice, Evaluation, SearchSpace
         >>> from nas.searchers import OptunaSearcher
@@ -61,6 +68,7 @@ class OptunaSearcher(Searcher):
             neighbour of the last one.
         seed: seed of the sampler and of the random fallback.
         cost: optional analytic metrics ``config -> dict`` for objectives that evaluations lack.
+        constraints: hard bounds on `cost` metrics (``["params<=50000"]``), see `Searcher`.
     """
 
     def __init__(
@@ -73,8 +81,9 @@ class OptunaSearcher(Searcher):
         max_retries: int = 3,
         seed: int | None = None,
         cost: CostFn | None = None,
+        constraints: Constraints = None,
     ) -> None:
-        super().__init__(space, objectives, seed=seed, cost=cost)
+        super().__init__(space, objectives, seed=seed, cost=cost, constraints=constraints)
         import optuna
 
         if optuna.logging.get_verbosity() < optuna.logging.WARNING:
@@ -143,6 +152,10 @@ class OptunaSearcher(Searcher):
                 trial = self.study.ask()
                 config = self._suggest(trial)
                 key = self.space.key(config)
+                self._constrain(trial, config, key)
+                if not self.feasible(config, key):
+                    self._finish_infeasible(trial, config, key)
+                    continue
                 if key not in keys and not self.taken(key):
                     keys.add(key)
                     self._open[key] = trial
@@ -164,9 +177,24 @@ class OptunaSearcher(Searcher):
             rate = min(1.0, (1 + attempt) / max(1, len(config)))
             neighbour = mutate(self.space, config, self.rng, rate)
             key = self.space.key(neighbour)
-            if key not in exclude and not self.taken(key):
+            if key not in exclude and not self.taken(key) and self.feasible(neighbour, key):
                 return neighbour
         return None
+
+    def _constrain(self, trial: Any, config: Config, key: str) -> None:
+        """Give the trial its constraint values (<= 0: met), which Optuna's samplers read."""
+        for constraint, value in zip(self.constraints, self.violations(config, key)):
+            trial.set_constraint(str(constraint), value)
+
+    def _finish_infeasible(self, trial: Any, config: Config, key: str) -> None:
+        """Close a trial whose config breaks a constraint, so the sampler learns where not to go."""
+        ok = [v for v in self._known.values() if v is not None]
+        if not ok:
+            self.study.tell(trial, state=self._optuna.trial.TrialState.PRUNED)
+            return
+        costs = self.cost_of(config, key)
+        worst = [(min if o.direction == "max" else max)(v[j] for v in ok) for j, o in enumerate(self.objectives)]
+        self.study.tell(trial, [costs.get(o.name, w) for o, w in zip(self.objectives, worst)])
 
     def _finish_duplicate(self, trial: Any, key: str) -> None:
         """Close a trial whose config is already known, so the sampler learns from it."""
@@ -187,6 +215,7 @@ class OptunaSearcher(Searcher):
                 self.study.enqueue_trial(config)
                 trial = self.study.ask()
                 self._suggest(trial)
+                self._constrain(trial, config, key)
                 self._open[key] = trial
 
     # -- resume --------------------------------------------------------------------------
@@ -245,6 +274,7 @@ class OptunaSearcher(Searcher):
                         distributions={name: self._distributions[name] for name in config},
                         values=values,
                         state=state.FAIL if values is None else state.COMPLETE,
+                        constraints=dict(zip(map(str, self.constraints), self.violations(config, key))) or None,
                     )
                 )
         if added:

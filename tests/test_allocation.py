@@ -1,0 +1,200 @@
+"""Per-layer allocation: evopress and dp against brute force on synthetic objectives (the methods' own claims)."""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nas.searchers
+from nas.evaluation import Evaluation
+from nas.pareto import InvalidConstraint
+from nas.searchers import DPSearcher, EvoPressSearcher
+from nas.space import Choice, SearchSpace
+
+LAYERS, LEVELS, BUDGET = 8, (1, 2, 3, 4, 5), 24
+SPACE = SearchSpace([Choice(f"l{i}", LEVELS) for i in range(LAYERS)])
+_rng = np.random.default_rng(1)
+SENSITIVITY = _rng.uniform(0.5, 2.0, LAYERS)
+RATE = _rng.uniform(0.3, 1.2, LAYERS)
+WEIGHTS = _rng.integers(1, 4, LAYERS)  # per-layer cost of one level step, for the unequal-cost case
+PAIR = 0.08
+GRID = np.array(list(itertools.product(LEVELS, repeat=LAYERS)))  # all 390,625 configs
+
+
+def levels(config) -> np.ndarray:
+    return np.array([config[f"l{i}"] for i in range(LAYERS)])
+
+
+def separable(v: np.ndarray) -> np.ndarray:
+    """A sum of per-layer terms, each increasing and concave in the layer's level."""
+    return -(SENSITIVITY * np.exp(-RATE * v)).sum(axis=-1)
+
+
+def pairwise(v: np.ndarray) -> np.ndarray:
+    """`separable` minus a penalty for compressing neighbouring layers together (not additive)."""
+    squeeze = 5 - v
+    return separable(v) - PAIR * (squeeze[..., :-1] * squeeze[..., 1:]).sum(axis=-1)
+
+
+def params(config) -> dict[str, float]:
+    return {"params": float(levels(config).sum())}
+
+
+def weighted(config) -> dict[str, float]:
+    return {"params": float((WEIGHTS * levels(config)).sum())}
+
+
+def brute_force(objective, budget=BUDGET, costs=None):
+    cost = GRID.sum(axis=1) if costs is None else GRID @ costs
+    values = objective(GRID)
+    feasible = np.flatnonzero(cost <= budget)
+    best = feasible[np.argmax(values[feasible])]
+    return dict(zip(SPACE.names(), GRID[best].tolist())), float(values[best])
+
+
+def drive(searcher, objective, rounds: int, n: int) -> list[Evaluation]:
+    """The real ask/tell protocol against a plain function of the config."""
+    for _ in range(rounds):
+        configs = searcher.ask(n)
+        if not configs:
+            break
+        searcher.tell([Evaluation(c, {"accuracy": float(objective(levels(c)))}) for c in configs])
+    return searcher.evaluations
+
+
+def best_within(evaluations, cost=params, budget=BUDGET) -> Evaluation:
+    return max((e for e in evaluations if cost(e.config)["params"] <= budget), key=lambda e: e.metrics["accuracy"])
+
+
+def noisy_screen(objective):
+    """Scores at a fidelity: the objective plus a fixed per-config error that shrinks as fidelity grows."""
+    def screen(configs, fidelity):
+        out = []
+        for c in configs:
+            noise = (zlib.crc32(repr(sorted(c.items())).encode()) % 1000 / 1000 - 0.5) * 0.05 * (1 - fidelity)
+            out.append(Evaluation(c, {"accuracy": float(objective(levels(c))) + noise}))
+        calls.append((fidelity, len(configs)))
+        return out
+
+    calls: list[tuple[float, int]] = []
+    screen.calls = calls
+    return screen
+
+
+# -- the separable case: both find the optimum ---------------------------------------------
+def test_dp_finds_the_brute_force_optimum_of_a_separable_objective():
+    optimum, value = brute_force(separable)
+    searcher = DPSearcher(SPACE, ["accuracy:max"], cost=params, constraints=[f"params<={BUDGET}"], seed=0)
+    drive(searcher, separable, rounds=2, n=len(searcher.tables))
+    best = best_within(searcher.evaluations)
+    assert best.config == optimum and best.metrics["accuracy"] == pytest.approx(value)
+    assert len(searcher.tables) == 1 + LAYERS * (len(LEVELS) - 1)
+    first = searcher.additivity[0]  # additive objective: the tables predict it exactly
+    assert first["predicted"] == pytest.approx(first["measured"], abs=1e-12)
+
+
+def test_dp_solves_the_knapsack_when_layers_cost_differently():
+    budget = 40
+    optimum, value = brute_force(separable, budget, WEIGHTS)
+    searcher = DPSearcher(SPACE, ["accuracy:max"], cost=weighted, constraints=[f"params<={budget}"], seed=0)
+    drive(searcher, separable, rounds=2, n=len(searcher.tables))
+    solution = searcher.evaluations[len(searcher.tables)]  # the first proposal after the tables
+    assert solution.config == optimum and solution.metrics["accuracy"] == pytest.approx(value)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_evopress_finds_the_brute_force_optimum_of_a_separable_objective(seed):
+    optimum, value = brute_force(separable)
+    searcher = EvoPressSearcher(SPACE, ["accuracy:max"], cost=params, constraints=[f"params<={BUDGET}"], tolerance=0.0, seed=seed)
+    drive(searcher, separable, rounds=100, n=4)
+    assert searcher.parent == optimum and searcher.parent_value == pytest.approx(value)
+
+
+# -- interactions: the additive solution falls short, evopress does not --------------------
+def test_on_pairwise_interactions_the_additive_solution_is_suboptimal_and_evopress_matches_brute_force():
+    optimum, value = brute_force(pairwise)
+    dp = DPSearcher(SPACE, ["accuracy:max"], cost=params, constraints=[f"params<={BUDGET}"], seed=0)
+    drive(dp, pairwise, rounds=2, n=len(dp.tables))
+    additive = dp.evaluations[len(dp.tables)]
+    assert additive.metrics["accuracy"] < value - 0.1
+    assert dp.additivity[0]["measured"] < dp.additivity[0]["predicted"] - 0.1  # and it says so
+
+    screen = noisy_screen(pairwise)
+    evo = EvoPressSearcher(SPACE, ["accuracy:max"], cost=params, constraints=[f"params<={BUDGET}"], tolerance=0.0,
+                           screen=screen, offspring=16, seed=0)
+    drive(evo, pairwise, rounds=100, n=2)
+    assert evo.parent == optimum and evo.parent_value == pytest.approx(value)
+    # multi-step selection: fidelities grow, candidates shrink, and screening costs far less than evaluating them all
+    per_generation = screen.calls[:2]
+    assert [f for f, _ in per_generation] == [0.1, 0.3] and per_generation[0][1] > per_generation[1][1] > 2
+    screened_configs = sum(k for _, k in screen.calls)
+    assert evo.screened < 0.25 * screened_configs
+
+
+# -- the budget is kept by every mutation ---------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), budget=st.integers(12, 36))
+def test_every_level_switch_keeps_the_budget_exactly_when_steps_cost_the_same(seed, budget):
+    searcher = EvoPressSearcher(SPACE, ["accuracy:max"], cost=params, constraints=[f"params<={budget}"], tolerance=0.0, seed=seed)
+    parent = searcher.start()
+    assert parent is not None and params(parent)["params"] == budget
+    for _ in range(10):
+        child = searcher.level_switch(parent)
+        assert child is not None and child != parent
+        assert params(child)["params"] == budget
+        parent = child
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), budget=st.integers(20, 70), tolerance=st.sampled_from([0.05, 0.1, 0.2]))
+def test_every_level_switch_keeps_the_budget_within_the_tolerance_when_steps_differ(seed, budget, tolerance):
+    searcher = EvoPressSearcher(SPACE, ["accuracy:max"], cost=weighted, constraints=[f"params<={budget}"],
+                                tolerance=tolerance, seed=seed)
+    parent = searcher.start()
+    assert parent is not None
+    for _ in range(10):
+        child = searcher.level_switch(parent)
+        if child is None:
+            break
+        assert (1 - tolerance) * budget - 1e-9 <= weighted(child)["params"] <= budget
+        parent = child
+
+
+def test_every_evopress_proposal_spends_the_budget():
+    searcher = EvoPressSearcher(SPACE, ["accuracy:max"], cost=weighted, constraints=["params<=40"], tolerance=0.1, seed=3)
+    evaluations = drive(searcher, pairwise, rounds=20, n=4)
+    spent = [weighted(e.config)["params"] for e in evaluations]
+    assert len(spent) == 80 and min(spent) >= 36 and max(spent) <= 40
+
+
+def test_evopress_starts_from_the_initial_configs_and_resumes_exactly():
+    uniform = {f"l{i}": 3 for i in range(LAYERS)}
+    kwargs = {"cost": params, "constraints": [f"params<={BUDGET}"], "tolerance": 0.0, "initial": [uniform], "seed": 5}
+    a = EvoPressSearcher(SPACE, ["accuracy:max"], **kwargs)
+    drive(a, pairwise, rounds=6, n=3)
+    assert a.evaluations[0].config == uniform
+    b = EvoPressSearcher(SPACE, ["accuracy:max"], **kwargs)
+    b.resume(a.evaluations, list(range(3, len(a.evaluations) + 1, 3)))
+    assert a.ask(3) == b.ask(3)
+
+
+# -- bad input --------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["evopress", "dp"])
+def test_allocation_searchers_need_a_budget_and_a_fitness(name):
+    with pytest.raises(InvalidConstraint, match="needs a budget"):
+        nas.searchers.get(name, SPACE, ["accuracy:max"], cost=params, constraints=["params>=10"])
+    with pytest.raises(ValueError, match="needs an objective that 'cost' does not give"):
+        nas.searchers.get(name, SPACE, ["params:min"], cost=params, constraints=["params<=20"])
+    with pytest.raises(InvalidConstraint, match="cannot be met: params ranges from 8"):
+        nas.searchers.get(name, SPACE, ["accuracy:max"], cost=params, constraints=["params<=5"])
+
+
+def test_evopress_says_when_no_config_fits_the_budget_band():
+    searcher = EvoPressSearcher(SPACE, ["accuracy:max"], cost=weighted, constraints=["params<=40.5"], tolerance=0.0, seed=0)
+    with pytest.raises(ValueError, match="found no config inside the budget"):
+        searcher.ask(1)
