@@ -31,7 +31,7 @@ def _time(fn, x: torch.Tensor, repeats: int) -> float:
 
 def ratio(net, config, x: torch.Tensor, repeats: int) -> float:
     """Sliced / dense forward time for one config, interleaving the two to share noise."""
-    dense = net.extract(config).eval()
+    dense = net.extract(config, calibrate=False).eval()
     with net.activate(config):
         for _ in range(3):
             net(x), dense(x)

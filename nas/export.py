@@ -1,7 +1,7 @@
 """Export a subnet as a standalone dense model: state dict + arch JSON, TorchScript, ONNX.
 
-`export` extracts the picked subnet from the trained supernet (BatchNorm statistics
-recalibrated exactly as evaluation does), writes it in the asked formats and checks it:
+`export` extracts the picked subnet from the trained supernet (`Supernet.extract` with
+data: BatchNorm statistics recalibrated exactly as evaluation does), writes it in the asked formats and checks it:
 its validation accuracy equals the stored evaluation's, the TorchScript and ONNX models
 give the PyTorch model's outputs (ONNX through onnxruntime, to 1e-4), and `load_model`
 rebuilds it from ``model.pt`` + ``arch.json`` with no supernet. onnx, onnxruntime and
@@ -148,7 +148,7 @@ def export(
     from nas.data import resolve
 
     data = resolve(net, data)
-    dense = extract_calibrated(net, config, data, **settings)
+    dense = net.extract(config, data, **settings).eval()
 
     checks: dict[str, Any] = {}
     metrics = dict(stored.metrics) if stored is not None else {}
@@ -234,25 +234,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
 
     with torch.random.fork_rng(devices=[]):  # skeleton weights are overwritten: leave the caller's RNG alone
         skeleton = search_spaces.get(arch["family"], **arch["family_args"])
-        model = skeleton.extract(arch["config"])
+        model = skeleton.extract(arch["config"], calibrate=False)  # the statistics come with the state dict
     model.load_state_dict(torch.load(path / FILES["pt"], map_location="cpu", weights_only=True))
     return model.to(device).eval()
-
-
-def extract_calibrated(net: Any, config: Mapping[str, Any], data: Any, *, batch_size: int = 256, calibration_batches: int = 4, seed: int = 0) -> nn.Module:
-    """`net.extract(config)` with BatchNorm statistics recalibrated as `nas.evaluate` does; in eval mode.
-
-    The supernet's own statistics and modes are restored afterwards.
-    """
-    from nas.evaluate import norm_layers, preserved, recalibrate
-
-    norms = norm_layers(net)
-    with preserved(net):
-        with net.activate(config):
-            if norms and calibration_batches:
-                recalibrate(net, data.calibration_inputs(calibration_batches, batch_size, seed, net.device), norms)
-            dense = net.extract(config)
-    return dense.eval()
 
 
 def _evaluation_settings(run: Any) -> dict[str, Any]:
@@ -346,4 +330,4 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "model"
 
 
-__all__ = ["ExportError", "Exported", "FORMATS", "export", "extract_calibrated", "load_model", "parse_formats"]
+__all__ = ["ExportError", "Exported", "FORMATS", "export", "load_model", "parse_formats"]

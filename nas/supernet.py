@@ -14,8 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from nas.data import resolve
 from nas.elastic._base import ElasticModule
 from nas.elastic._containers import ElasticSequential, OpChoice
+from nas.evaluate import norm_layers, preserved, recalibrate
 from nas.space import Choice, Config, SearchSpace
 
 _CACHE_SIZE = 4096
@@ -136,9 +138,54 @@ class Supernet(nn.Module):
             self._traces.popitem(last=False)
 
     # -- extraction ----------------------------------------------------------------------
-    def extract(self, config: Mapping[str, Any]) -> nn.Module:
-        """A dense standalone model holding copies of `config`'s slices (no elastic layer)."""
+    def extract(
+        self,
+        config: Mapping[str, Any],
+        data: Any = None,
+        *,
+        calibrate: bool = True,
+        batch_size: int = 256,
+        calibration_batches: int = 4,
+        seed: int = 0,
+    ) -> nn.Module:
+        """A dense standalone model holding copies of `config`'s slices (no elastic layer).
+
+        BatchNorm statistics are recalibrated for the subnet on `data` exactly as
+        `nas.evaluate` does (same batches for the same `batch_size`, `calibration_batches`
+        and `seed`), so the model scores what its evaluation stored; the supernet's own
+        statistics are left unchanged. The model is in the supernet's train/eval mode.
+
+        Example:
+            >>> from nas.elastic import ElasticLinear
+            >>> net = Supernet(ElasticLinear(4, 8, out=Choice("width", [4, 8])), input_shape=(4,))
+            >>> net.extract({"width": 4})
+            Linear(in_features=4, out_features=4, bias=True)
+
+        Args:
+            config: the subnet.
+            data: the training data to recalibrate BatchNorm on (as `nas.evaluate` takes it);
+                required when the net has BatchNorm, unless ``calibrate=False``.
+            calibrate: False keeps the supernet's running statistics (no data needed).
+            batch_size, calibration_batches, seed: as for `nas.evaluate`.
+        """
         config = self.space.validate(config)
+        norms = norm_layers(self) if calibrate else []
+        if norms and calibration_batches and data is None:
+            raise ValueError(
+                f"{type(self).__name__}.extract: this supernet has BatchNorm layers, whose statistics must be "
+                "recalibrated for the subnet as evaluation does: pass data=(your training data), "
+                "or calibrate=False to keep the supernet's statistics."
+            )
+        mode = self.training
+        if not (norms and calibration_batches):
+            return self._extract(config).train(mode)
+        inputs = resolve(self, data).calibration_inputs(calibration_batches, batch_size, seed, self.device)
+        with preserved(self), self.activate(config):
+            recalibrate(self, inputs, norms)
+            dense = self._extract(config)
+        return dense.train(mode)
+
+    def _extract(self, config: Config) -> nn.Module:
         inputs: dict[int, tuple] = {}
         self._remember(self.space.key(config), _trace_run(self, config, inputs))
 
@@ -154,7 +201,7 @@ class Supernet(nn.Module):
         param = next(self.parameters())
         with self.activate(config):
             dense = densify(self.body).to(device=param.device, dtype=param.dtype)
-        return dense.train(self.training)
+        return dense
 
 
 def _replace_elastic(module: nn.Module, densify, memo: dict[int, Any]) -> None:

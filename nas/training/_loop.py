@@ -181,7 +181,7 @@ def train_standalone(
         raise ValueError(f"The 'init' parameter of train_standalone must be 'scratch' or 'supernet', got {init!r}.")
     data = resolve(net, data)
     loss_fn = default_loss(data, loss)
-    model = net.extract(config)
+    model = net.extract(config, data)
     torch.manual_seed(seed)
     if init == "scratch":
         reinitialise(model)
