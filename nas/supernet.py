@@ -17,6 +17,8 @@ from torch import nn
 from nas.data import resolve
 from nas.elastic._base import ElasticModule
 from nas.elastic._containers import ElasticSequential, OpChoice
+from nas.elastic._gate import DepthGate
+from nas.elastic._sliced import conv_macs
 from nas.evaluate import norm_layers, preserved, recalibrate
 from nas.space import Choice, Config, SearchSpace
 
@@ -45,14 +47,23 @@ class Supernet(nn.Module):
     Args:
         body: the module run by `forward`, built from elastic and plain layers.
         input_shape: shape of one input sample (no batch dimension).
+        input_dtype: the input's dtype (None: the weights'; ``torch.long`` for token ids).
         family: registry name of the family that built it (for rebuilding exports).
         family_args: the keyword arguments the family was built with.
     """
 
-    def __init__(self, body: nn.Module, input_shape: tuple[int, ...], family: str = "custom", family_args: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        body: nn.Module,
+        input_shape: tuple[int, ...],
+        family: str = "custom",
+        family_args: Mapping[str, Any] | None = None,
+        input_dtype: torch.dtype | None = None,
+    ):
         super().__init__()
         self.body = body
         self.input_shape = tuple(int(s) for s in input_shape)
+        self.input_dtype = input_dtype
         self.family = family
         self.family_args = dict(family_args or {})
         self._elastic = [m for m in body.modules() if isinstance(m, ElasticModule)]
@@ -110,8 +121,8 @@ class Supernet(nn.Module):
         return next(self.parameters()).device
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
-        """A zero input batch of the right shape on the supernet's device."""
-        return torch.zeros(batch, *self.input_shape, device=self.device)
+        """A zero input batch of the right shape and dtype on the supernet's device."""
+        return torch.zeros(batch, *self.input_shape, device=self.device, dtype=self.input_dtype)
 
     # -- analysis ------------------------------------------------------------------------
     def cost(self, config: Mapping[str, Any]) -> dict[str, int]:
@@ -234,6 +245,9 @@ def _derive_dimensions(body: nn.Module) -> list[Choice]:
             for i, block in enumerate(module.blocks):
                 walk(block, module.block_condition(i) or when)
             return
+        if isinstance(module, DepthGate):
+            walk(module.block, module.block_condition() or when)
+            return
         if isinstance(module, OpChoice):
             for name, op in module.ops.items():
                 walk(op, (module.choice.name, (name,)))
@@ -326,7 +340,6 @@ def dense_macs(module: nn.Module, args: tuple, output: Any) -> int:
     """Per-sample MACs of a plain linear or conv layer (0 for other layers)."""
     if isinstance(module, nn.Linear):
         return output[0].numel() * module.in_features
-    if isinstance(module, nn.Conv2d):
-        k = module.kernel_size[0] * module.kernel_size[1]
-        return output[0].numel() * (module.in_channels // module.groups) * k
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        return conv_macs(module, output)
     return 0
