@@ -272,7 +272,7 @@ def _trace_run(net: Supernet, config: Config, inputs: dict[int, tuple]) -> _Trac
     """Run `config` once on a 1-sample input, recording cost, the op graph and layer inputs."""
     graph = nx.DiGraph()
     graph.add_node(0, op="input", shape=list(net.input_shape))
-    state = {"last": 0, "params": 0, "macs": 0, "seen": set(), "starts": []}
+    state = {"last": 0, "params": 0, "macs": 0, "seen": set(), "starts": [], "tensors": set()}
     inside_leaf: set[int] = set()
     for module in net.body.modules():
         if isinstance(module, ElasticModule) and module.leaf:
@@ -308,7 +308,8 @@ def _trace_run(net: Supernet, config: Config, inputs: dict[int, tuple]) -> _Trac
             own = [p for p in module._parameters.values() if p is not None]
             if next(module.children(), None) is not None and not own:
                 return
-            params = sum(p.numel() for p in own)
+            params = sum(p.numel() for p in own if id(p) not in state["tensors"])  # tied weights count once
+            state["tensors"].update(id(p) for p in own)
             macs = dense_macs(module, args, output)
             attrs = {"op": type(module).__name__.lower()}
             if isinstance(output, torch.Tensor):

@@ -8,7 +8,7 @@ from nas.elastic._embedding import ElasticPositionalEmbedding
 from nas.elastic._gate import DepthGate
 from nas.elastic._linear import ElasticLinear, ElasticLoRALinear, ElasticLowRankLinear
 from nas.elastic._norm import ElasticBatchNorm2d, ElasticLayerNorm
-from nas.elastic._sliced import SlicedConv, SlicedNorm
+from nas.elastic._sliced import SlicedConv, SlicedLinear, SlicedNorm
 
 __all__ = [
     "DepthGate",
@@ -25,6 +25,7 @@ __all__ = [
     "OpChoice",
     "Rule",
     "SlicedConv",
+    "SlicedLinear",
     "SlicedNorm",
     "scaled",
     "times_input",

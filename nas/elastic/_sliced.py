@@ -188,3 +188,69 @@ class SlicedNorm(ElasticModule):
 def conv_macs(conv: nn.Module, output: torch.Tensor) -> int:
     """Per-sample MACs of a plain `nn.Conv1d`/`nn.Conv2d`."""
     return output[0].numel() * (conv.in_channels // conv.groups) * math.prod(conv.kernel_size)
+
+
+class SlicedLinear(ElasticModule):
+    """An `nn.Linear` (or a Hugging Face ``Conv1D``, weight stored transposed) with a searchable output width.
+
+    The input width is read from the input. With ``segments=k`` the output is ``k`` equal
+    blocks (e.g. GPT-2's fused Q, K, V) and the width applies to each block's leading rows.
+
+    Example:
+        >>> layer = SlicedLinear(nn.Linear(4, 6), out=Choice("w", [1, 3]), segments=2)
+        >>> layer(torch.zeros(1, 4)).shape
+        torch.Size([1, 6])
+
+    Args:
+        layer: the layer to take weights and settings from (copied).
+        out: output width (per segment): None (fixed), a `Choice` or a `Rule`.
+        segments: equal output blocks the width applies to.
+    """
+
+    def __init__(self, layer: nn.Module, out: Size = None, segments: int = 1):
+        super().__init__()
+        self.transposed = not isinstance(layer, nn.Linear)
+        weight = layer.weight.detach()
+        weight = weight.t() if self.transposed else weight
+        self.out_features, self.in_features = weight.shape
+        if self.out_features % segments:
+            raise ValueError(f"SlicedLinear: {self.out_features} outputs do not split into {segments} segments")
+        self.segments, self.out = segments, out
+        check_size(out, self.out_features // segments, "SlicedLinear out")
+        self.weight = nn.Parameter(weight.contiguous().clone())
+        self.bias = nn.Parameter(layer.bias.detach().clone()) if getattr(layer, "bias", None) is not None else None
+        self.__dict__["_template"] = _template(layer)
+        self._own(out)
+
+    def _rows(self, i: int) -> slice | torch.Tensor:
+        per_full = self.out_features // self.segments
+        per = self._resolve(self.out, per_full, i)
+        if self.segments == 1 or per == per_full:
+            return slice(0, per * self.segments)
+        return torch.cat([torch.arange(s * per_full, s * per_full + per) for s in range(self.segments)])
+
+    def _slices(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        rows = self._rows(i)
+        if isinstance(rows, slice) and rows.stop == self.out_features and i == self.in_features:
+            return self.weight, self.bias
+        weight = self.weight[rows, :i]
+        return weight, (self.bias[rows] if self.bias is not None else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        i = x.shape[-1]
+        weight, bias = self._cached(i, lambda: self._slices(i))
+        return F.linear(x, weight, bias)
+
+    def _cost(self, inputs, output):
+        i = inputs[0].shape[-1]
+        o = output.shape[-1]
+        rows = inputs[0][0].numel() // i
+        return o * i + (o if self.bias is not None else 0), rows * o * i, {"op": "linear", "in": i, "out": o}
+
+    def to_dense(self, inputs, densify):
+        i = inputs[0].shape[-1]
+        weight, bias = self._slices(i)
+        o = weight.shape[0]
+        if self.transposed:  # Hugging Face Conv1D: weight (in, out), sizes nx, nf
+            return _dense(self._template, {"nf": o, "nx": i}, {"weight": weight.t().contiguous(), "bias": bias})
+        return _dense(self._template, {"in_features": i, "out_features": o}, {"weight": weight, "bias": bias})
