@@ -147,7 +147,7 @@ def convert_hf(
     for i, layer in enumerate(layers):
         prefix = f"{list_name}.{i}"
 
-        def convert(path: str, out, segments: int = 1, reads: bool = False) -> None:
+        def convert(path: str, out, segments: int = 1, reads: bool = False, layer: nn.Module = layer, prefix: str = prefix) -> None:
             old = layer.get_submodule(path)
             name = f"{prefix}.{path}"
             if name in rank_layers and isinstance(old, nn.Linear):
