@@ -166,7 +166,8 @@ def export(
     files: dict[str, Path] = {}
     example = net.example_input(2).to(next(dense.parameters()).device)
     with torch.no_grad():
-        example.normal_(generator=torch.Generator(device=example.device).manual_seed(0))
+        if example.is_floating_point():  # token ids (integer inputs) stay zeros: a valid id for any vocabulary
+            example.normal_(generator=torch.Generator(device=example.device).manual_seed(0))
     if "pt" in formats:
         files["pt"] = _atomic(out / FILES["pt"], lambda p: torch.save(dense.state_dict(), p))
     if "torchscript" in formats:
@@ -195,7 +196,8 @@ def export(
         inputs = data.val_batches(settings["batch_size"], example.device)[0][0]
         if "pt" in formats:
             _write_json(out / ARCH, {**arch, "checks": checks})
-            checks["load_model_max_abs_diff"] = _max_diff(dense, load_model(out).to(example.device), inputs, "load_model", 0.0)
+            rebuilt = load_model(out, net=net if net.family == "custom" else None).to(example.device)
+            checks["load_model_max_abs_diff"] = _max_diff(dense, rebuilt, inputs, "load_model", 0.0)
         if "torchscript" in formats:
             scripted = _load_torchscript(files["torchscript"], example.device)
             checks["torchscript_max_abs_diff"] = _max_diff(dense, scripted, inputs, "TorchScript", TORCHSCRIPT_TOLERANCE)
@@ -205,12 +207,15 @@ def export(
     return Exported(out, config, metrics, files, checks)
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", *, net: Any = None, torchscript: bool = False) -> nn.Module:
     """The dense model exported to `path`, rebuilt from ``arch.json`` + ``model.pt`` with no trained supernet.
 
     The family's skeleton is built from its arguments (with throw-away weights), the
     config's dense model extracted from it, and the exported state dict loaded into it.
-    A model of a custom family (`nas.from_model`) is loaded from its TorchScript file.
+    A model of a custom family (`nas.from_model`) is rebuilt the same way from `net`: its
+    supernet, or `nas.from_model` of a fresh instance of the user's class (only the shapes
+    matter). Its TorchScript file, which runs code when loaded, is loaded only with
+    ``torchscript=True``.
 
     Example:
         >>> load_model("no/such/export")
@@ -224,16 +229,19 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
     if not (path / ARCH).is_file():
         raise RunError(f"no exported model at {path}: it has no {ARCH}")
     arch = json.loads((path / ARCH).read_text())
-    if arch["family"] == "custom":
-        if (path / FILES["torchscript"]).is_file():
+    if arch["family"] == "custom" and net is None:
+        if torchscript and (path / FILES["torchscript"]).is_file():
             return _load_torchscript(path / FILES["torchscript"], device).eval()
-        raise RunError(f"{path} holds a custom-family model: export it with format 'torchscript' to load it without its supernet")
+        raise RunError(
+            f"{path} holds a custom model (nas.from_model): pass net=nas.from_model(YourModel(), example_input) to rebuild it "
+            "from model.pt, or torchscript=True to load its TorchScript file (which runs code from the file)"
+        )
     if not (path / FILES["pt"]).is_file():
         raise RunError(f"{path} has no {FILES['pt']}: export it with format 'pt'")
     import search_spaces
 
     with torch.random.fork_rng(devices=[]):  # skeleton weights are overwritten: leave the caller's RNG alone
-        skeleton = search_spaces.get(arch["family"], **arch["family_args"])
+        skeleton = net if net is not None else search_spaces.get(arch["family"], **arch["family_args"])
         model = skeleton.extract(arch["config"], calibrate=False)  # the statistics come with the state dict
     model.load_state_dict(torch.load(path / FILES["pt"], map_location="cpu", weights_only=True))
     return model.to(device).eval()

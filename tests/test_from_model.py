@@ -292,3 +292,30 @@ def test_a_converted_model_trains_and_searches_from_python():
 
     scores = score(model, data.val_batches(256, "cpu"), default_loss(data, None), True)
     assert scores["accuracy"] == best.metrics["accuracy"]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_export_and_load_model_rebuild_the_users_class_without_running_torchscript(tmp_path):
+    from torch.utils.data import TensorDataset
+
+    from nas.data import Data
+    from nas.runs import RunError
+
+    torch.manual_seed(0)
+    images = torch.randn(96, 3, 32, 32)
+    labels = torch.randint(0, 10, (96,))
+    data = Data(TensorDataset(images[:64], labels[:64]), TensorDataset(images[64:], labels[64:]))
+    net = nas.from_model(ResNet18(), images[:2])
+    config = net.sample(5)
+    done = nas.export(net, config, tmp_path / "m", formats="pt,torchscript,onnx", data=data)
+    assert done.checks["onnx_max_abs_diff"] <= 1e-4 and done.checks["load_model_max_abs_diff"] == 0.0
+    with pytest.raises(RunError, match=r"custom model.*pass net=nas.from_model\(YourModel\(\), example_input\).*torchscript=True"):
+        nas.load_model(done.path)
+    fresh = nas.from_model(ResNet18(), images[:2])  # a new instance: only its shapes matter
+    model = nas.load_model(done.path, net=fresh)
+    assert type(model) is ResNet18
+    expected = net.extract(config, data).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(images[:4]), expected(images[:4]), rtol=0, atol=0)
+        scripted = nas.load_model(done.path, torchscript=True)
+        torch.testing.assert_close(scripted(images[:4]), expected(images[:4]), rtol=0, atol=1e-5)
