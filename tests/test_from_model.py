@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from _models import MLP, MobileNetV2, ResNet18
+from examples.user_models import MLP, MobileNetV2, ResNet18
 from torch import nn
 
 import nas
@@ -319,3 +319,16 @@ def test_export_and_load_model_rebuild_the_users_class_without_running_torchscri
         torch.testing.assert_close(model(images[:4]), expected(images[:4]), rtol=0, atol=0)
         scripted = nas.load_model(done.path, torchscript=True)
         torch.testing.assert_close(scripted(images[:4]), expected(images[:4]), rtol=0, atol=1e-5)
+
+
+def test_cached_weight_copies_follow_in_place_updates():
+    torch.manual_seed(0)
+    net = nas.from_model(MobileNetV2(), torch.randn(*IMAGE)).eval()
+    x = torch.randn(*IMAGE)
+    config = net.smallest()
+    with torch.no_grad(), net.activate(config):
+        net(x)  # fills the cache with sliced (contiguous) weight copies
+        for p in net.parameters():
+            p.mul_(0.5)
+        got = net(x)
+    torch.testing.assert_close(got, net.extract(config, calibrate=False).eval()(x), rtol=0, atol=1e-5)

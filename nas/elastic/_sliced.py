@@ -106,7 +106,7 @@ class SlicedConv(ElasticModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c_in = x.shape[1]
-        w, bias, padding, groups = self._cached(c_in, lambda: self._slices(c_in))
+        w, bias, padding, groups = self._cached((c_in, self.weight._version), lambda: self._slices(c_in))
         return _CONV[self.dims](x, w, bias, self.stride, padding, self.dilation, groups)
 
     def _cost(self, inputs, output):
@@ -238,7 +238,7 @@ class SlicedLinear(ElasticModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         i = x.shape[-1]
-        weight, bias = self._cached(i, lambda: self._slices(i))
+        weight, bias = self._cached((i, self.weight._version), lambda: self._slices(i))  # a gathered copy: keyed by version
         return F.linear(x, weight, bias)
 
     def _cost(self, inputs, output):
