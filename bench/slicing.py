@@ -12,7 +12,6 @@ import argparse
 import statistics
 import sys
 import time
-
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import nas  # noqa: E402
-import search_spaces  # noqa: E402
-from examples.user_models import MobileNetV2, ResNet18  # noqa: E402
+import nas
+import search_spaces
+from examples.user_models import MobileNetV2, ResNet18
 
 CONVERTED = {
     "resnet18 (from_model)": lambda: nas.from_model(ResNet18(), torch.zeros(2, 3, 32, 32)),

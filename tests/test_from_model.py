@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from examples.user_models import MLP, MobileNetV2, ResNet18
 from torch import nn
 
 import nas
+from examples.user_models import MLP, MobileNetV2, ResNet18
 from nas.elastic import ElasticModule
 
 IMAGE = (2, 3, 32, 32)
@@ -332,3 +332,24 @@ def test_cached_weight_copies_follow_in_place_updates():
             p.mul_(0.5)
         got = net(x)
     torch.testing.assert_close(got, net.extract(config, calibrate=False).eval()(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [ResNet18, MobileNetV2])
+def test_channel_groups_match_torch_prunings_dependency_graph(make):
+    tp = pytest.importorskip("torch_pruning")
+    from nas.from_model._groups import analyse
+    from nas.from_model._trace import trace
+
+    model, x = make().eval(), torch.randn(*IMAGE)
+    names = {m: n for n, m in model.named_modules()}
+    theirs = set()
+    for group in tp.DependencyGraph().build_dependency(model, example_inputs=x).get_all_groups(root_module_types=[nn.Conv2d, nn.Linear]):
+        producers = frozenset(
+            names[dep.target.module] for dep, _ in group
+            if dep.handler.__name__ == "prune_out_channels" and isinstance(dep.target.module, (nn.Conv2d, nn.Linear))
+            and getattr(dep.target.module, "groups", 1) == 1
+        )
+        if producers:
+            theirs.add(producers)
+    ours = {frozenset(g.producers) for g in analyse(*trace(model, x)).groups}
+    assert ours == theirs
