@@ -1,7 +1,7 @@
 """Export a subnet as a standalone dense model: state dict + arch JSON, TorchScript, ONNX.
 
-`export` extracts the picked subnet from the trained supernet (BatchNorm statistics
-recalibrated exactly as evaluation does), writes it in the asked formats and checks it:
+`export` extracts the picked subnet from the trained supernet (`Supernet.extract` with
+data: BatchNorm statistics recalibrated exactly as evaluation does), writes it in the asked formats and checks it:
 its validation accuracy equals the stored evaluation's, the TorchScript and ONNX models
 give the PyTorch model's outputs (ONNX through onnxruntime, to 1e-4), and `load_model`
 rebuilds it from ``model.pt`` + ``arch.json`` with no supernet. onnx, onnxruntime and
@@ -23,9 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from nas.data import resolve
 from nas.errors import ExportInputError, NASError
+from nas.evaluate import default_loss, evaluate, score
 from nas.evaluation import Evaluation
 from nas.registry import build_family
+from nas.runs import Run, load_run
 from nas.rundir import RunDir, atomic_dir, atomic_write
 
 FORMATS = ("pt", "torchscript", "onnx")
@@ -104,7 +107,6 @@ def export(
             raises `ExportError` on a mismatch.
         opset: ONNX opset version.
     """
-    from nas.runs import Run, load_run
 
     formats = parse_formats(formats)
     run = None
@@ -148,17 +150,13 @@ def export(
     settings = _evaluation_settings(run)
     if data is None:
         data = run.data() if run is not None else None
-    from nas.data import resolve
-
     data = resolve(net, data)
-    dense = extract_calibrated(net, config, data, **settings)
+    dense = net.extract(config, data, **settings).eval()
 
     checks: dict[str, Any] = {}
     metrics = dict(stored.metrics) if stored is not None else {}
     if check:
         if stored is None:  # nothing stored: compare with what evaluation says now
-            from nas.evaluate import evaluate
-
             fresh = evaluate(net, [config], data, metrics=("accuracy", "loss", "params", "macs") if data.classification else ("loss", "params", "macs"), **settings)[0]
             if not fresh.ok:
                 raise ExportError(f"the config cannot be evaluated: {fresh.error}")
@@ -168,7 +166,8 @@ def export(
     _check_out(out)
     example = net.example_input(2).to(next(dense.parameters()).device)
     with torch.no_grad():
-        example.normal_(generator=torch.Generator(device=example.device).manual_seed(0))
+        if example.is_floating_point():  # token ids (integer inputs) stay zeros: a valid id for any vocabulary
+            example.normal_(generator=torch.Generator(device=example.device).manual_seed(0))
     arch = {
         "format": 1,
         "family": net.family,
@@ -197,7 +196,8 @@ def export(
             inputs = data.val_batches(settings["batch_size"], example.device)[0][0]
             if "pt" in formats:
                 _write_json(tmp / ARCH, {**arch, "checks": checks})
-                checks["load_model_max_abs_diff"] = _max_diff(dense, load_model(tmp).to(example.device), inputs, "load_model", 0.0)
+                rebuilt = load_model(tmp, net=net if net.family == "custom" else None).to(example.device)
+                checks["load_model_max_abs_diff"] = _max_diff(dense, rebuilt, inputs, "load_model", 0.0)
             if "torchscript" in formats:
                 scripted = _load_torchscript(tmp / FILES["torchscript"], example.device)
                 checks["torchscript_max_abs_diff"] = _max_diff(dense, scripted, inputs, "TorchScript", TORCHSCRIPT_TOLERANCE)
@@ -211,12 +211,15 @@ def export(
     return Exported(out, config, metrics, files, checks)
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", *, net: Any = None, torchscript: bool = False) -> nn.Module:
     """The dense model exported to `path`, rebuilt from ``arch.json`` + ``model.pt`` with no trained supernet.
 
     The family's skeleton is built from its arguments (with throw-away weights), the
     config's dense model extracted from it, and the exported state dict loaded into it.
-    A model of a custom family (`nas.from_model`) is loaded from its TorchScript file.
+    A model of a custom family (`nas.from_model`) is rebuilt the same way from `net`: its
+    supernet, or `nas.from_model` of a fresh instance of the user's class (only the shapes
+    matter). Its TorchScript file, which runs code when loaded, is loaded only with
+    ``torchscript=True``.
 
     Example:
         >>> load_model("no/such/export")
@@ -234,16 +237,19 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
         raise ExportInputError(f"{path / ARCH} is damaged ({err}); export the model again") from None
     if not isinstance(arch, dict) or not isinstance(arch.get("family"), str):
         raise ExportInputError(f"{path / ARCH} is not a nas export (it names no family); export the model again")
-    if arch["family"] == "custom":
-        if (path / FILES["torchscript"]).is_file():
+    if arch["family"] == "custom" and net is None:
+        if torchscript and (path / FILES["torchscript"]).is_file():
             return _load_torchscript(path / FILES["torchscript"], device).eval()
-        raise ExportInputError(f"{path} holds a custom-family model: export it with format 'torchscript' to load it without its supernet")
+        raise ExportInputError(
+            f"{path} holds a custom model (nas.from_model): pass net=nas.from_model(YourModel(), example_input) to rebuild it "
+            "from model.pt, or torchscript=True to load its TorchScript file (which runs code from the file)"
+        )
     if not (path / FILES["pt"]).is_file():
         raise ExportInputError(f"{path} has no {FILES['pt']}: export it with format 'pt'")
-    _check_sizes(arch, path)
+    _check_sizes(arch, path, build=net is None)
     with torch.random.fork_rng(devices=[]):  # skeleton weights are overwritten: leave the caller's RNG alone
-        skeleton = build_family(arch["family"], **arch["family_args"])
-        model = skeleton.extract(arch["config"])
+        skeleton = net if net is not None else build_family(arch["family"], **arch["family_args"])
+        model = skeleton.extract(arch["config"], calibrate=False)  # the statistics come with the state dict
     model.load_state_dict(torch.load(path / FILES["pt"], map_location="cpu", weights_only=True))
     return model.to(device).eval()
 
@@ -252,10 +258,11 @@ MAX_INT = 10**7  # no dimension of a model loaded from arch.json is larger
 MAX_SKELETON_BYTES = 8 * 2**30  # the supernet skeleton `load_model` builds to extract the model
 
 
-def _check_sizes(arch: Mapping[str, Any], path: Path) -> None:
+def _check_sizes(arch: Mapping[str, Any], path: Path, *, build: bool = True) -> None:
     """Refuse an ``arch.json`` whose sizes would allocate more than its weights file holds, before allocating.
 
-    The skeleton is built on the meta device (no memory) to count what the real one needs.
+    The skeleton is built on the meta device (no memory) to count what the real one needs;
+    with ``build=False`` (the caller brings the supernet) only the sizes are bounded.
     """
 
     where = path / ARCH
@@ -273,10 +280,12 @@ def _check_sizes(arch: Mapping[str, Any], path: Path) -> None:
     if big:
         raise ExportInputError(f"{where} asks for a size of {big[0]:,} (at most {MAX_INT:,} is allowed); it is not a nas export: export the model again")
 
+    if not build:
+        return
     try:
         with torch.device("meta"):
             skeleton = build_family(arch["family"], **arch["family_args"])
-            model = skeleton.extract(arch["config"])
+            model = skeleton.extract(arch["config"], calibrate=False)
     except Exception as err:  # noqa: BLE001 (any failure to rebuild is a bad arch.json)
         raise ExportInputError(f"{where} does not describe a model nas can rebuild ({type(err).__name__}: {err}); export the model again") from None
     need = sum(t.numel() * t.element_size() for t in model.state_dict().values())
@@ -289,22 +298,6 @@ def _check_sizes(arch: Mapping[str, Any], path: Path) -> None:
         )
 
 
-def extract_calibrated(net: Any, config: Mapping[str, Any], data: Any, *, batch_size: int = 256, calibration_batches: int = 4, seed: int = 0) -> nn.Module:
-    """`net.extract(config)` with BatchNorm statistics recalibrated as `nas.evaluate` does; in eval mode.
-
-    The supernet's own statistics and modes are restored afterwards.
-    """
-    from nas.evaluate import norm_layers, preserved, recalibrate
-
-    norms = norm_layers(net)
-    with preserved(net):
-        with net.activate(config):
-            if norms and calibration_batches:
-                recalibrate(net, data.calibration_inputs(calibration_batches, batch_size, seed, net.device), norms)
-            dense = net.extract(config)
-    return dense.eval()
-
-
 def _evaluation_settings(run: Any) -> dict[str, Any]:
     if run is None:
         return {"batch_size": 256, "calibration_batches": 4}
@@ -312,8 +305,6 @@ def _evaluation_settings(run: Any) -> dict[str, Any]:
 
 
 def _check_accuracy(dense: nn.Module, data: Any, metrics: Mapping[str, float], batch_size: int) -> dict[str, float]:
-    from nas.evaluate import default_loss, score
-
     device = next(dense.parameters()).device
     scores = score(dense, data.val_batches(batch_size, device), default_loss(data, None), data.classification)
     name = "accuracy" if "accuracy" in scores and "accuracy" in metrics else "loss"
@@ -404,4 +395,4 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "model"
 
 
-__all__ = ["ExportError", "ExportInputError", "Exported", "FORMATS", "export", "extract_calibrated", "load_model", "parse_formats"]
+__all__ = ["ExportError", "ExportInputError", "Exported", "FORMATS", "export", "load_model", "parse_formats"]

@@ -110,7 +110,7 @@ def measure_latency(
 def _runner(model: nn.Module, config: Mapping[str, Any] | None, batch_size: int, device, input_shape) -> tuple[Any, torch.device]:
     """A no-argument callable running one forward pass of the (extracted) model, and its device."""
     if _is_supernet(model):
-        dense = model.extract(config if config is not None else model.largest())
+        dense = model.extract(config if config is not None else model.largest(), calibrate=False)  # timing only
         shape = model.input_shape
     else:
         if config is not None:

@@ -14,7 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas.elastic import ElasticModule, ElasticSequential, OpChoice
+from nas.data import resolve
+from nas.elastic import DepthGate, ElasticModule, ElasticSequential, OpChoice
+from nas.elastic import conv_macs
+from nas.evaluate import norm_layers, preserved, recalibrate
 from nas.space import Choice, Config, SearchSpace
 
 _CACHE_SIZE = 4096
@@ -43,14 +46,23 @@ class Supernet(nn.Module):
     Args:
         body: the module run by `forward`, built from elastic and plain layers.
         input_shape: shape of one input sample (no batch dimension).
+        input_dtype: the input's dtype (None: the weights'; ``torch.long`` for token ids).
         family: registry name of the family that built it (for rebuilding exports).
         family_args: the keyword arguments the family was built with.
     """
 
-    def __init__(self, body: nn.Module, input_shape: tuple[int, ...], family: str = "custom", family_args: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        body: nn.Module,
+        input_shape: tuple[int, ...],
+        family: str = "custom",
+        family_args: Mapping[str, Any] | None = None,
+        input_dtype: torch.dtype | None = None,
+    ):
         super().__init__()
         self.body = body
         self.input_shape = tuple(int(s) for s in input_shape)
+        self.input_dtype = input_dtype
         self.family = family
         self.family_args = dict(family_args or {})
         self._elastic = [m for m in body.modules() if isinstance(m, ElasticModule)]
@@ -108,8 +120,8 @@ class Supernet(nn.Module):
         return next(self.parameters()).device
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
-        """A zero input batch of the right shape on the supernet's device."""
-        return torch.zeros(batch, *self.input_shape, device=self.device)
+        """A zero input batch of the right shape and dtype on the supernet's device."""
+        return torch.zeros(batch, *self.input_shape, device=self.device, dtype=self.input_dtype)
 
     # -- analysis ------------------------------------------------------------------------
     def cost(self, config: Mapping[str, Any]) -> dict[str, int]:
@@ -136,9 +148,54 @@ class Supernet(nn.Module):
             self._traces.popitem(last=False)
 
     # -- extraction ----------------------------------------------------------------------
-    def extract(self, config: Mapping[str, Any]) -> nn.Module:
-        """A dense standalone model holding copies of `config`'s slices (no elastic layer)."""
+    def extract(
+        self,
+        config: Mapping[str, Any],
+        data: Any = None,
+        *,
+        calibrate: bool = True,
+        batch_size: int = 256,
+        calibration_batches: int = 4,
+        seed: int = 0,
+    ) -> nn.Module:
+        """A dense standalone model holding copies of `config`'s slices (no elastic layer).
+
+        BatchNorm statistics are recalibrated for the subnet on `data` exactly as
+        `nas.evaluate` does (same batches for the same `batch_size`, `calibration_batches`
+        and `seed`), so the model scores what its evaluation stored; the supernet's own
+        statistics are left unchanged. The model is in the supernet's train/eval mode.
+
+        Example:
+            >>> from nas.elastic import ElasticLinear
+            >>> net = Supernet(ElasticLinear(4, 8, out=Choice("width", [4, 8])), input_shape=(4,))
+            >>> net.extract({"width": 4})
+            Linear(in_features=4, out_features=4, bias=True)
+
+        Args:
+            config: the subnet.
+            data: the training data to recalibrate BatchNorm on (as `nas.evaluate` takes it);
+                required when the net has BatchNorm, unless ``calibrate=False``.
+            calibrate: False keeps the supernet's running statistics (no data needed).
+            batch_size, calibration_batches, seed: as for `nas.evaluate`.
+        """
         config = self.space.validate(config)
+        norms = norm_layers(self) if calibrate else []
+        if norms and calibration_batches and data is None:
+            raise ValueError(
+                f"{type(self).__name__}.extract: this supernet has BatchNorm layers, whose statistics must be "
+                "recalibrated for the subnet as evaluation does: pass data=(your training data), "
+                "or calibrate=False to keep the supernet's statistics."
+            )
+        mode = self.training
+        if not (norms and calibration_batches):
+            return self._extract(config).train(mode)
+        inputs = resolve(self, data).calibration_inputs(calibration_batches, batch_size, seed, self.device)
+        with preserved(self), self.activate(config):
+            recalibrate(self, inputs, norms)
+            dense = self._extract(config)
+        return dense.train(mode)
+
+    def _extract(self, config: Config) -> nn.Module:
         inputs: dict[int, tuple] = {}
         self._remember(self.space.key(config), _trace_run(self, config, inputs))
 
@@ -154,7 +211,7 @@ class Supernet(nn.Module):
         param = next(self.parameters())
         with self.activate(config):
             dense = densify(self.body).to(device=param.device, dtype=param.dtype)
-        return dense.train(self.training)
+        return dense
 
 
 def _replace_elastic(module: nn.Module, densify, memo: dict[int, Any]) -> None:
@@ -187,6 +244,9 @@ def _derive_dimensions(body: nn.Module) -> list[Choice]:
             for i, block in enumerate(module.blocks):
                 walk(block, module.block_condition(i) or when)
             return
+        if isinstance(module, DepthGate):
+            walk(module.block, module.block_condition() or when)
+            return
         if isinstance(module, OpChoice):
             for name, op in module.ops.items():
                 walk(op, (module.choice.name, (name,)))
@@ -211,7 +271,7 @@ def _trace_run(net: Supernet, config: Config, inputs: dict[int, tuple]) -> _Trac
     """Run `config` once on a 1-sample input, recording cost, the op graph and layer inputs."""
     graph = nx.DiGraph()
     graph.add_node(0, op="input", shape=list(net.input_shape))
-    state = {"last": 0, "params": 0, "macs": 0, "seen": set(), "starts": [], "model_bits": 0, "bitops": 0, "quantized": False}
+    state = {"last": 0, "params": 0, "macs": 0, "seen": set(), "starts": [], "tensors": set(), "model_bits": 0, "bitops": 0, "quantized": False}
     inside_leaf: set[int] = set()
     for module in net.body.modules():
         if isinstance(module, ElasticModule) and module.leaf:
@@ -247,7 +307,8 @@ def _trace_run(net: Supernet, config: Config, inputs: dict[int, tuple]) -> _Trac
             own = [p for p in module._parameters.values() if p is not None]
             if next(module.children(), None) is not None and not own:
                 return
-            params = sum(p.numel() for p in own)
+            params = sum(p.numel() for p in own if id(p) not in state["tensors"])  # tied weights count once
+            state["tensors"].update(id(p) for p in own)
             macs = dense_macs(module, args, output)
             attrs = {"op": type(module).__name__.lower()}
             if isinstance(output, torch.Tensor):
@@ -283,7 +344,6 @@ def dense_macs(module: nn.Module, args: tuple, output: Any) -> int:
     """Per-sample MACs of a plain linear or conv layer (0 for other layers)."""
     if isinstance(module, nn.Linear):
         return output[0].numel() * module.in_features
-    if isinstance(module, nn.Conv2d):
-        k = module.kernel_size[0] * module.kernel_size[1]
-        return output[0].numel() * (module.in_channels // module.groups) * k
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        return conv_macs(module, output)
     return 0

@@ -12,7 +12,7 @@ import nas.elastic._conv
 import nas.elastic._embedding
 import nas.elastic._linear
 import nas.elastic._norm
-from nas import Supernet, from_model
+from nas import Supernet
 from nas.elastic import (
     ElasticBatchNorm2d,
     ElasticConv2d,
@@ -147,61 +147,3 @@ def test_bad_layer_arguments_are_rejected():
         ElasticConv2d(4, 4, 5, kernel=Choice("k", [2, 5]))
     with pytest.raises(ValueError, match="values must lie in 0..2"):
         ElasticSequential([nn.Identity(), nn.Identity()], Choice("d", [1, 3]))
-
-
-class _UserMLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1, self.fc2, self.head = nn.Linear(16, 32), nn.Linear(32, 24), nn.Linear(24, 3)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
-
-
-def test_from_model_full_rank_reproduces_the_original():
-    model = _UserMLP()
-    net = from_model(model, ranks=[0.25, 0.5])
-    assert net.space.names() == ["fc1.rank", "fc2.rank", "head.rank"]
-    assert net.space["fc1.rank"].values == (4, 8, 16)
-    x = torch.randn(5, 16)
-    with torch.no_grad():
-        assert torch.allclose(net(x), model(x), atol=1e-5)
-
-
-def test_from_model_lower_ranks_give_fewer_params_and_truncated_svd():
-    model = _UserMLP()
-    net = from_model(model, ranks=[2, 4], targets=["fc1", "fc2"])
-    full, low = net.largest(), net.smallest()
-    assert net.cost(low)["params"] < net.cost(full)["params"]
-    layer = net.body.fc2
-    u, s, vh = torch.linalg.svd(model.fc2.weight.detach().double())
-    assert torch.allclose((layer.U[:, :2] @ layer.V[:2]).double(), (u[:, :2] * s[:2]) @ vh[:2], atol=1e-5)
-    x = torch.randn(3, 16)
-    dense = net.extract(low)
-    with torch.no_grad(), net.activate(low):
-        assert torch.allclose(dense(x), net(x), atol=1e-5)
-    assert sum(p.numel() for p in dense.parameters()) == net.cost(low)["params"]
-
-
-def test_from_model_lora_and_targets():
-    model = _UserMLP()
-    net = from_model(model, ranks=[0, 4], kind="lora", targets=lambda name, layer: name != "head")
-    assert net.space.names() == ["fc1.lora_rank", "fc2.lora_rank"]
-    x = torch.randn(2, 16)
-    with torch.no_grad():
-        assert torch.allclose(net(x), model(x), atol=1e-6)  # B starts at zero
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        (dict(ranks=[]), "non-empty list"),
-        (dict(ranks=[1.5]), r"fractions must lie in \(0, 1\]"),
-        (dict(targets=["fc9"]), "not nn.Linear layers"),
-        (dict(kind="prune"), "'kind' parameter"),
-        (dict(ranks=[0.5], kind="lora"), "LoRA ranks must be ints"),
-    ],
-)
-def test_from_model_bad_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        from_model(_UserMLP(), **kwargs)

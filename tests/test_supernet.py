@@ -36,7 +36,7 @@ def test_extract_equals_activate_for_every_family(net):
     for config in _configs(net):
         with torch.no_grad(), net.activate(config):
             expected = net(x)
-        dense = net.extract(config)
+        dense = net.extract(config, calibrate=False)
         with torch.no_grad():
             got = dense(x)
         assert torch.allclose(got, expected, atol=1e-5, rtol=0), config
@@ -141,3 +141,39 @@ def test_conditions_follow_depth():
     assert net.space["blocks.0.width"].when is None
     assert net.space["blocks.1.width"].when == ("depth", (2, 3))
     assert net.space["blocks.2.rank"].when == ("depth", (3,))
+
+
+def _small_digits():
+    from torch.utils.data import TensorDataset
+
+    from nas.data import Data, digits
+
+    full = digits("image")
+    return Data(*(TensorDataset(*(t[:n] for t in part.tensors)) for part, n in ((full.train, 160), (full.val, 96))))
+
+
+def test_extract_with_data_recalibrates_batchnorm_exactly_as_evaluation():
+    from nas.evaluate import default_loss, evaluate, score
+
+    torch.manual_seed(0)
+    net = search_spaces.get("cnn", stages=((8, 1, 1),), kernels=(3,), expands=(2,), width_mults=(0.5, 1.0), head=16)
+    data = _small_digits()
+    config = net.smallest()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    stored = evaluate(net, [config], data, batch_size=64)[0]
+    model = net.extract(config, data, batch_size=64).eval()
+    scores = score(model, data.val_batches(64, "cpu"), default_loss(data, None), True)
+    assert scores["accuracy"] == stored.metrics["accuracy"]
+    assert scores["loss"] == pytest.approx(stored.metrics["loss"], rel=1e-5)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the supernet is untouched
+    kept = net.extract(config, calibrate=False)
+    bn = next(m for m in kept.modules() if isinstance(m, nn.BatchNorm2d))
+    assert torch.equal(bn.running_mean, net.state_dict()["body.1.running_mean"][: bn.num_features])
+
+
+def test_extract_without_data_on_a_batchnorm_net_names_the_fix():
+    net = search_spaces.get("cnn", stages=((8, 1, 1),), kernels=(3,), expands=(2,), width_mults=(1.0,), head=16)
+    with pytest.raises(ValueError, match=r"has BatchNorm layers.*pass data=.*or calibrate=False"):
+        net.extract(net.largest())
+    mlp = search_spaces.get("mlp", depths=(1,), widths=(16,), ranks=(4,))
+    assert isinstance(mlp.extract(mlp.largest()), nn.Module)  # no BatchNorm: no data needed

@@ -5,11 +5,14 @@ from nas.elastic._base import ElasticModule, Rule, scaled, times_input
 from nas.elastic._containers import ElasticSequential, OpChoice
 from nas.elastic._conv import ElasticConv2d
 from nas.elastic._embedding import ElasticPositionalEmbedding
+from nas.elastic._gate import DepthGate
 from nas.elastic._linear import ElasticLinear, ElasticLoRALinear, ElasticLowRankLinear
 from nas.elastic._norm import ElasticBatchNorm2d, ElasticLayerNorm
 from nas.elastic._quant import ElasticQuant, fake_quantize, with_bits
+from nas.elastic._sliced import SlicedConv, SlicedLinear, SlicedNorm, conv_macs
 
 __all__ = [
+    "DepthGate",
     "ElasticBatchNorm2d",
     "ElasticConv2d",
     "ElasticLayerNorm",
@@ -23,6 +26,10 @@ __all__ = [
     "ElasticSequential",
     "OpChoice",
     "Rule",
+    "SlicedConv",
+    "SlicedLinear",
+    "SlicedNorm",
+    "conv_macs",
     "fake_quantize",
     "scaled",
     "times_input",

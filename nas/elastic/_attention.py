@@ -64,7 +64,7 @@ class ElasticMultiheadAttention(ElasticModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, e = x.shape
         h, d = self._sizes(e)
-        qkv_w, qkv_b, proj_w, proj_b = self._slices(e, h, d)
+        qkv_w, qkv_b, proj_w, proj_b = self._cached((e, self.qkv_weight._version, self.proj_weight._version), lambda: self._slices(e, h, d))
         q, k, v = F.linear(x, qkv_w, qkv_b).view(b, t, 3, h, d).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v)
         return F.linear(out.transpose(1, 2).reshape(b, t, h * d), proj_w, proj_b)

@@ -77,12 +77,16 @@ class ElasticConv2d(ElasticModule):
         # Strided conv weights hit a very slow CPU path; a transient dense copy is far cheaper.
         return w if w.is_contiguous() else w.contiguous()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c_in = x.shape[1]
+    def _slices(self, c_in: int) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
         o, k = self._sizes(c_in)
         bias = self.bias if self.bias is None or o == self.out_channels else self.bias[:o]
-        groups = c_in if self.depthwise else 1
-        return F.conv2d(x, self._weight(c_in, o, k), bias, self.stride, k // 2, 1, groups)
+        return self._weight(c_in, o, k), bias, k // 2, (c_in if self.depthwise else 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c_in = x.shape[1]
+        # the key holds the weight's version: a cached contiguous copy never outlives an in-place update
+        weight, bias, padding, groups = self._cached((c_in, self.weight._version), lambda: self._slices(c_in))
+        return F.conv2d(x, weight, bias, self.stride, padding, 1, groups)
 
     def _cost(self, inputs, output):
         c_in = inputs[0].shape[1]

@@ -196,10 +196,15 @@ class ElasticLoRALinear(ElasticModule):
         rank: the adapter rank: fixed or a `Choice` (0 allowed).
         alpha: LoRA scale numerator.
         bias: whether the base layer has a bias.
+        out: the output width: fixed, a `Choice` or a `Rule` (the input width is read from the input).
     """
 
-    def __init__(self, in_features: int, out_features: int, rank: Size = None, alpha: float | None = None, bias: bool = True):
+    def __init__(
+        self, in_features: int, out_features: int, rank: Size = None, alpha: float | None = None, bias: bool = True, out: Size = None
+    ):
         super().__init__()
+        check_size(out, out_features, "ElasticLoRALinear out")
+        self.out = out
         max_rank = max(rank.values) if isinstance(rank, Choice) else int(rank or 8)
         if isinstance(rank, Choice) and (rank.kind is not int or min(rank.values) < 0):
             raise ValueError(f"ElasticLoRALinear rank: Choice {rank.name!r} needs int values >= 0, got {list(rank.values)}")
@@ -213,6 +218,7 @@ class ElasticLoRALinear(ElasticModule):
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.cutoff: int | None = None
         self._own(rank if isinstance(rank, Choice) else None)
+        self._own(out)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, ranks: Sequence[int] | Choice, name: str = "lora_rank", alpha: float | None = None) -> ElasticLoRALinear:
@@ -235,24 +241,33 @@ class ElasticLoRALinear(ElasticModule):
         """The adapter rank used now."""
         return self.cutoff if self.cutoff is not None else self._resolve(self.rank, self.max_rank)
 
+    def _slices(self, i: int) -> tuple[torch.Tensor, ...]:
+        o, r = self._resolve(self.out, self.out_features, i), self.active_rank()
+        if (o, i) == (self.out_features, self.in_features):
+            return self.weight, self.bias, self.lora_A[:r], self.lora_B[:, :r]
+        bias = None if self.bias is None else self.bias[:o]
+        return self.weight[:o, :i], bias, self.lora_A[:r, :i], self.lora_B[:o, :r]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.linear(x, self.weight, self.bias)
-        r = self.active_rank()
-        if r > 0:
-            out = out + F.linear(F.linear(x, self.lora_A[:r]), self.lora_B[:, :r]) * self.scale
+        i = x.shape[-1]
+        weight, bias, a, b = self._cached((i, self.cutoff), lambda: self._slices(i))
+        out = F.linear(x, weight, bias)
+        if a.shape[0] > 0:
+            out = out + F.linear(F.linear(x, a), b) * self.scale
         return out
 
     def _cost(self, inputs, output):
-        _, rows = _features(inputs)
-        i, o = self.in_features, self.out_features
+        i, rows = _features(inputs)
+        o = output.shape[-1]
         params = i * o + (o if self.bias is not None else 0)
         return params, rows * i * o, {"op": "lora_linear", "in": i, "out": o, "rank": self.active_rank()}
 
     def to_dense(self, inputs, densify):
-        r = self.active_rank()
-        dense = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        i = inputs[0].shape[-1]
+        weight, bias, a, b = self._slices(i)
+        dense = nn.Linear(i, weight.shape[0], bias=bias is not None)
         with torch.no_grad():
-            dense.weight.copy_(self.weight + self.scale * (self.lora_B[:, :r] @ self.lora_A[:r]))
-            if self.bias is not None:
-                dense.bias.copy_(self.bias)
+            dense.weight.copy_(weight + self.scale * (b @ a))
+            if bias is not None:
+                dense.bias.copy_(bias)
         return dense

@@ -226,7 +226,7 @@ def train_standalone(
                     schedule=schedule, grad_clip=grad_clip, seed=seed)
     data = resolve(net, data)
     loss_fn = default_loss(data, loss)
-    model = net.extract(config)
+    model = net.extract(config, data)
     torch.manual_seed(seed)
     if init == "scratch":
         reinitialise(model)
