@@ -169,7 +169,7 @@ def run(model: str, args) -> list[dict]:
     dense, targets = build(model)
     start = time.perf_counter()
     train(dense, data, args.epochs, args.seed)
-    net = nas.from_model(dense, ranks=RANKS, targets=targets, input_shape=(40,))
+    net = nas.from_model(dense, torch.zeros(1, 40), widths=None, depth=False, ranks=RANKS, targets=targets)
     full = net.cost(net.largest())["params"]
     dense_acc = test_accuracy(net, net.largest(), data)
     priors = sensitivity(net, data, probes=16, batches=2, seed=args.seed)

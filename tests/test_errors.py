@@ -21,7 +21,8 @@ def _exception_classes() -> list[type]:
                 continue  # imports Ray
             module = importlib.import_module(name)
             for _, cls in inspect.getmembers(module, inspect.isclass):
-                if issubclass(cls, BaseException) and cls.__module__.split(".")[0] in ("nas", "predictors", "search_spaces"):
+                public = not cls.__name__.startswith("_")  # private ones are control flow, never raised to a user
+                if public and issubclass(cls, BaseException) and cls.__module__.split(".")[0] in ("nas", "predictors", "search_spaces"):
                     found[cls.__qualname__] = cls
     return list(found.values())
 

@@ -74,7 +74,7 @@ def mlp_priors():
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(x), y).backward()
             optimizer.step()
-    net = nas.from_model(model, ranks=[2, 4, 8, 16, 24])
+    net = nas.from_model(model, torch.zeros(1, 64), widths=None, depth=False, ranks=[2, 4, 8, 16, 24])
     return net, data, sensitivity(net, data, probes=16, batches=2, seed=0)
 
 
