@@ -9,7 +9,7 @@ from nas.registry import Registry
 from nas.supernet import Supernet
 
 _FAMILIES: Registry[Supernet] = Registry("search space family", plural="search space families")
-_BUILTIN = ("mlp", "cnn", "transformer", "cell")
+_BUILTIN = ("mlp", "cnn", "cnn1d", "transformer", "cell")
 register = _FAMILIES.register
 
 

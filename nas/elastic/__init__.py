@@ -4,12 +4,16 @@ from nas.elastic._attention import ElasticMultiheadAttention
 from nas.elastic._base import ElasticModule, Rule, scaled, times_input
 from nas.elastic._containers import ElasticSequential, OpChoice
 from nas.elastic._conv import ElasticConv2d
+from nas.elastic._conv1d import DOWNSAMPLES, ElasticBatchNorm1d, ElasticConv1d, ElasticPool1d, stride_of
 from nas.elastic._embedding import ElasticPositionalEmbedding
 from nas.elastic._linear import ElasticLinear, ElasticLoRALinear, ElasticLowRankLinear
 from nas.elastic._norm import ElasticBatchNorm2d, ElasticLayerNorm
 
 __all__ = [
+    "DOWNSAMPLES",
+    "ElasticBatchNorm1d",
     "ElasticBatchNorm2d",
+    "ElasticConv1d",
     "ElasticConv2d",
     "ElasticLayerNorm",
     "ElasticLinear",
@@ -17,10 +21,12 @@ __all__ = [
     "ElasticLowRankLinear",
     "ElasticModule",
     "ElasticMultiheadAttention",
+    "ElasticPool1d",
     "ElasticPositionalEmbedding",
     "ElasticSequential",
     "OpChoice",
     "Rule",
     "scaled",
+    "stride_of",
     "times_input",
 ]
