@@ -53,6 +53,7 @@ class CNN1D(Supernet):
 
     data_kind = "signal"
     data_source = "mnist1d"
+    recipe = {"strategy": "sandwich", "strategy_args": {"n": 1}, "distill": False, "steps": 500, "lr": 1e-2, "batch_size": 64}
 
     def __init__(
         self,

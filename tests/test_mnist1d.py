@@ -100,3 +100,27 @@ def test_a_spec_with_mnist1d_data_resolves_its_arguments_and_checks_shapes():
     spec["data"]["args"] = {"sample": 500}
     with pytest.raises(SpecError, match="unknown generator argument 'sample'"):
         load_spec(spec)
+
+
+def test_train_supernet_takes_the_familys_recipe_for_what_is_not_given_scaled_by_data_size():
+    import doctest
+
+    import nas.training._family
+    from nas.training import family_recipe, train_supernet
+    from search_spaces.cnn1d import CNN1D
+
+    assert doctest.testmod(nas.training._family).failed == 0
+    net = CNN1D(stages=((4,),), depths=(1,), kernels=(3,))
+    small, large = mnist1d("signal", samples=500), mnist1d("signal", samples=5000)
+    steps = CNN1D.recipe["steps"]
+    assert family_recipe(net, small)["epochs"] == round(steps / (320 // 64))
+    assert family_recipe(net, large)["epochs"] == round(steps / (3200 // 64))
+    assert family_recipe(net, small, lr=0.5, epochs=2)["lr"] == 0.5
+    history = train_supernet(net, small, epochs=1, progress=False)
+    assert len(history) == 1
+    net.recipe = {"steps": 5, "lr": 1e-3, "strategy": "uniform"}  # 5 steps of 64 on 320 samples: one epoch
+    history = train_supernet(net, small, progress=False)
+    assert len(history) == 1 and history[0]["lr"] == 0.0  # the cosine schedule ends at 0 after its one epoch
+    net.recipe = {"step": 5}
+    with pytest.raises(ValueError, match="unknown key 'step'; the keys are: strategy"):
+        train_supernet(net, small, progress=False)

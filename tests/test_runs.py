@@ -55,7 +55,7 @@ def test_demo_spec_file_is_the_builtin_demo():
     assert DEMO["name"] == "demo"
 
 
-@pytest.mark.parametrize("name", ["demo", "mlp", "cnn", "transformer", "cell", "ray", "tangle"])
+@pytest.mark.parametrize("name", ["demo", "mlp", "cnn", "transformer", "cell", "ray", "tangle", "mnist1d"])
 def test_every_example_spec_validates_and_names_its_run(name):
     spec = load_spec(ROOT / "runs" / f"{name}.toml")
     assert spec.name == name

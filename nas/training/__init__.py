@@ -7,6 +7,7 @@ same recipe, for comparisons.
 
 from nas.training._base import STRATEGIES, Strategy, get_strategy
 from nas.training._distill import DISTILLS, AlphaDivergence, kl_divergence
+from nas.training._family import family_recipe
 from nas.training._loop import StandaloneResult, load_checkpoint, reinitialise, train_standalone, train_supernet
 from nas.training._ordered_dropout import OrderedDropout
 from nas.training._sandwich import Sandwich
@@ -21,6 +22,7 @@ __all__ = [
     "StandaloneResult",
     "Strategy",
     "Uniform",
+    "family_recipe",
     "get_strategy",
     "kl_divergence",
     "load_checkpoint",

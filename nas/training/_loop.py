@@ -17,6 +17,7 @@ from nas.data import Data, resolve
 from nas.evaluate import default_loss, evaluate, score
 from nas.training._base import LossFn, Strategy, get_strategy
 from nas.training._distill import DistillFn, make_distill
+from nas.training._family import family_recipe
 from nas.training._recipe import (
     BATCH_SIZE,
     EPOCHS,
@@ -36,15 +37,15 @@ CHECKPOINT = "supernet.pt"
 def train_supernet(
     net: nn.Module,
     data: Any = None,
-    strategy: str | Strategy = "sandwich",
+    strategy: str | Strategy | None = None,
     loss: LossFn | None = None,
     *,
-    epochs: int = EPOCHS,
-    lr: float = LR,
-    batch_size: int = BATCH_SIZE,
+    epochs: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
     distill: str | DistillFn | bool | None = None,
     optimizer: OptimizerSpec = "adamw",
-    weight_decay: float = WEIGHT_DECAY,
+    weight_decay: float | None = None,
     schedule: ScheduleSpec = "cosine",
     grad_clip: float | None = None,
     seed: int = 0,
@@ -66,6 +67,8 @@ def train_supernet(
         net: the supernet (trained in place, on the device of its parameters).
         data: as `nas.data.resolve` takes it (None: the family's digits split).
         strategy: ``"sandwich"``, ``"uniform"``, ``"ordered_dropout"`` or a `Strategy`.
+            None (and None for epochs, lr, batch_size, weight_decay, distill): the family's
+            ``recipe`` (`nas.training.family_recipe`, scaled by the data size), else sandwich.
         loss: ``(outputs, targets) -> scalar``; default cross-entropy for class targets,
             mean squared error otherwise (then the validation loss is the metric).
         epochs: passes over the training data.
@@ -95,8 +98,11 @@ def train_supernet(
     ``smallest_loss`` (validation, BatchNorm recalibrated; accuracy for class targets only)
     and ``seconds``.
     """
-    strat = get_strategy(strategy)
     data = resolve(net, data)
+    given = {"strategy": strategy, "epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "distill": distill}
+    defaults = family_recipe(net, data, **given)  # the family's recipe for what was not given
+    strategy, epochs, lr, batch_size, weight_decay, distill = (defaults[k] for k in given)
+    strat = get_strategy(strategy)
     loss_fn = default_loss(data, loss)
     distill_fn, distill_name = make_distill(distill, strat.distills_by_default, strat.supports_distill, data.classification, strat.name)
     recipe = {
