@@ -130,7 +130,7 @@ def instance_or_built(value: Any, base: type, registry: Registry, parameter: str
 # -- the registries: every pluggable kind, and the modules whose import registers its entries --
 FAMILIES: Registry[Any] = Registry(
     "search space family", plural="search space families",
-    plugins=("search_spaces.mlp", "search_spaces.cnn", "search_spaces.transformer", "search_spaces.cell"),
+    plugins=("search_spaces.mlp", "search_spaces.cnn", "search_spaces.cnn1d", "search_spaces.transformer", "search_spaces.cell"),
 )
 """Supernet families (`search_spaces`), built with their arguments."""
 SEARCHERS: Registry[Any] = Registry("searcher", fixed=("space", "objectives"), plugins=("nas.searchers",))

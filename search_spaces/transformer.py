@@ -1,4 +1,4 @@
-"""`transformer`: a small ViT over 8x8 images as row tokens or patches."""
+"""`transformer`: a small ViT over 8x8 images as row tokens or patches, or over given tokens (MNIST-1D)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,8 @@ class Transformer(Supernet):
         embed_dims: allowed embedding widths (one choice for the whole net).
         mlp_ratios: allowed MLP hidden width / embedding width per block.
         ranks: allowed ranks of both MLP projections per block.
+        token_shape: ``(tokens, features)`` of the input when ``tokens="rows"`` (default
+            ``(image_size, image_size)``): e.g. ``(8, 5)`` for `nas.data.mnist1d`'s tokens.
     """
 
     def __init__(
@@ -56,15 +58,21 @@ class Transformer(Supernet):
         embed_dims: Sequence[int] = (32, 48, 64),
         mlp_ratios: Sequence[int] = (1, 2, 4),
         ranks: Sequence[int] = (8, 16, 32),
+        token_shape: Sequence[int] | None = None,
     ):
         if tokens not in ("rows", "patches"):
             raise ValueError(f"the 'tokens' parameter of Transformer must be 'rows' or 'patches', got {tokens!r}")
         args = dict(tokens=tokens, image_size=image_size, patch=patch, num_classes=num_classes, depths=list(depths),
                     heads=list(heads), head_dims=list(head_dims), embed_dims=list(embed_dims),
                     mlp_ratios=list(mlp_ratios), ranks=list(ranks))
+        if token_shape is not None:
+            if tokens != "rows" or len(token_shape) != 2 or min(int(v) for v in token_shape) < 1:
+                raise ValueError(f"the 'token_shape' parameter of Transformer must be (tokens, features) >= 1 with tokens='rows', got {token_shape!r}")
+            args["token_shape"] = [int(v) for v in token_shape]
         self.data_kind = "tokens" if tokens == "rows" else "image"
         if tokens == "rows":
-            n_tokens, features, input_shape = image_size, image_size, (image_size, image_size)
+            n_tokens, features = (int(v) for v in token_shape) if token_shape is not None else (image_size, image_size)
+            input_shape = (n_tokens, features)
         else:
             n_tokens, features, input_shape = (image_size // patch) ** 2, patch * patch, (1, image_size, image_size)
         embed = Choice("embed", list(embed_dims))

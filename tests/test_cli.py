@@ -105,7 +105,7 @@ BAD = [
     (["search", "--spec", "{dir}/malformed.toml"], None, "is not valid TOML"),
     (["search", "--spec", "{dir}/wrong_type.toml"], None, "search.budget in {dir}/wrong_type.toml must be an int >= 1, got 'ten'"),
     (["search", "--spec", "{dir}/nope.toml"], None, "spec file {dir}/nope.toml does not exist"),
-    (["search", "--space", "resnet"], None, "--space must be one of ['cell', 'cnn', 'mlp', 'transformer'], got 'resnet'"),
+    (["search", "--space", "resnet"], None, "--space must be one of ['cell', 'cnn', 'cnn1d', 'mlp', 'transformer'], got 'resnet'"),
     (["search", "--searcher", "annealing"], None, "--searcher must be one of ['dp', 'evolution', 'evopress', 'guided', 'optuna', 'random', 'tangle'], got 'annealing'"),
     (["search", "--objectives", "acc:max,params:min"], None, "--objectives names unknown metric 'acc'; the metrics are: accuracy, loss, params, macs, latency_ms"),
     (["search", "--objectives", "accuracy:up"], None, "--objectives: The 'direction' of objective 'accuracy' must be one of ['max', 'min'], got 'up'"),
@@ -127,7 +127,7 @@ BAD = [
     (["export", "{run}", "--pick", "latency_ms<=2"], "run", "latency_ms"),
     (["export", "{run}", "--format", "gif"], "run", "--format: unknown export format 'gif'; the formats are: pt, torchscript, onnx"),
     (["report", "{run}", "--pick", "params<=1"], "run", "No ok evaluation (of 10) meets ['params<=1']"),
-    (["spaces", "resnet"], None, "unknown family 'resnet'; the families are: cell, cnn, mlp, transformer"),
+    (["spaces", "resnet"], None, "unknown family 'resnet'; the families are: cell, cnn, cnn1d, mlp, transformer"),
 ]
 
 

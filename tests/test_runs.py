@@ -55,7 +55,7 @@ def test_demo_spec_file_is_the_builtin_demo():
     assert DEMO["name"] == "demo"
 
 
-@pytest.mark.parametrize("name", ["demo", "mlp", "cnn", "transformer", "cell", "ray", "tangle"])
+@pytest.mark.parametrize("name", ["demo", "mlp", "cnn", "transformer", "cell", "ray", "tangle", "mnist1d"])
 def test_every_example_spec_validates_and_names_its_run(name):
     spec = load_spec(ROOT / "runs" / f"{name}.toml")
     assert spec.name == name
@@ -86,7 +86,7 @@ def test_flags_keywords_and_spec_file_are_one_schema(tmp_path):
         ({"search": {"budget": 0}}, "search.budget must be an int >= 1, got 0"),
         ({"search": {"budget": "ten"}}, "search.budget must be an int >= 1, got 'ten'"),
         ({"search": "evolution"}, "spec key 'search' must be a table"),
-        ({"space": {"family": "resnet"}}, "space.family must be one of ['cell', 'cnn', 'mlp', 'transformer'], got 'resnet'"),
+        ({"space": {"family": "resnet"}}, "space.family must be one of ['cell', 'cnn', 'cnn1d', 'mlp', 'transformer'], got 'resnet'"),
         ({"space": {"args": {"widthz": [8]}}}, "space.args does not suit family 'mlp'"),
         ({"search": {"searcher": "annealing"}}, "search.searcher must be one of"),
         ({"search": {"objectives": ["acc:max"]}}, "search.objectives names unknown metric 'acc'"),

@@ -9,7 +9,7 @@ from nas import InvalidConfig, Supernet
 from nas.elastic import ElasticLinear, ElasticModule
 from nas.space import Choice
 
-FAMILIES = ["mlp", "cnn", "transformer", "cell"]
+FAMILIES = ["mlp", "cnn", "cnn1d", "transformer", "cell"]
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -84,7 +84,7 @@ def test_activate_rejects_bad_config_before_running(net):
 
 def test_registry_lists_families_and_rejects_unknown_names():
     assert search_spaces.names() == sorted(FAMILIES)
-    with pytest.raises(ValueError, match="unknown search space family .resnet.; known search space families: cell, cnn, mlp, transformer"):
+    with pytest.raises(ValueError, match="unknown search space family .resnet.; known search space families: cell, cnn, cnn1d, mlp, transformer"):
         search_spaces.get("resnet")
     with pytest.raises(ValueError, match="bad arguments for family 'mlp'"):
         search_spaces.get("mlp", nope=1)

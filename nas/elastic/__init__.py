@@ -4,6 +4,7 @@ from nas.elastic._attention import ElasticMultiheadAttention
 from nas.elastic._base import ElasticModule, Rule, scaled, times_input
 from nas.elastic._containers import ElasticSequential, OpChoice
 from nas.elastic._conv import ElasticConv2d
+from nas.elastic._conv1d import DOWNSAMPLES, ElasticBatchNorm1d, ElasticConv1d, ElasticPool1d, stride_of
 from nas.elastic._embedding import ElasticPositionalEmbedding
 from nas.elastic._gate import DepthGate
 from nas.elastic._linear import ElasticLinear, ElasticLoRALinear, ElasticLowRankLinear
@@ -12,8 +13,11 @@ from nas.elastic._quant import ElasticQuant, fake_quantize, with_bits
 from nas.elastic._sliced import SlicedConv, SlicedLinear, SlicedNorm, conv_macs
 
 __all__ = [
+    "DOWNSAMPLES",
     "DepthGate",
+    "ElasticBatchNorm1d",
     "ElasticBatchNorm2d",
+    "ElasticConv1d",
     "ElasticConv2d",
     "ElasticLayerNorm",
     "ElasticLinear",
@@ -21,6 +25,7 @@ __all__ = [
     "ElasticLowRankLinear",
     "ElasticModule",
     "ElasticMultiheadAttention",
+    "ElasticPool1d",
     "ElasticPositionalEmbedding",
     "ElasticQuant",
     "ElasticSequential",
@@ -32,6 +37,7 @@ __all__ = [
     "conv_macs",
     "fake_quantize",
     "scaled",
+    "stride_of",
     "times_input",
     "with_bits",
 ]

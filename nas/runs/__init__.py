@@ -17,7 +17,7 @@ spec key                  flag / keyword          meaning
 ``seed``                  ``--seed``              seed of the supernet's init, training and search
 ``space.family``          ``--space``             supernet family (``nas spaces``)
 ``space.args``                                    the family's arguments
-``data.source``                                   ``"digits"`` or ``"package.module:function"``
+``data.source``                                   ``"digits"``, ``"mnist1d"`` or ``"package.module:function"``
 ``data.args``                                     arguments of the data source
 ``train.*``               ``--epochs``            training recipe (strategy, epochs, lr, ...)
 ``evaluate.*``                                    evaluation settings (BatchNorm calibration, latency)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nas.data import digits
+from nas.data import digits, mnist1d
 from nas.data import resolve as resolve_data
 from nas.errors import SpecError
 from nas.metrics import METRICS
@@ -69,21 +69,21 @@ class Resolving:
         """The training and validation data (a `nas.data.Data`)."""
         source, args = self["data.source"], dict(self["data.args"])
         label = self.label("data.args")
-        if source == "digits":
-            kind = getattr(net, "data_kind", None)
+        if source in ("digits", "mnist1d"):
+            kind, make = getattr(net, "data_kind", None), digits if source == "digits" else mnist1d
             if kind is None:
-                raise SpecError(f"family {self['space.family']!r} has no digits data (no data_kind); set data.source")
+                raise SpecError(f"family {self['space.family']!r} has no {source} data (no data_kind); set data.source")
             try:
-                return digits(kind, **args)
+                return resolve_data(net, make(kind, **args))
             except TypeError:
-                allowed = [p for p in inspect.signature(digits).parameters if p != "kind"]
+                allowed = [p for p in inspect.signature(make).parameters if p != "kind"]
                 bad = next((k for k in args if k not in allowed), "?")
-                raise SpecError(f"unknown key {bad!r} in {label} for digits; the keys are: {', '.join(allowed)}") from None
+                raise SpecError(f"unknown key {bad!r} in {label} for {source}; the keys are: {', '.join(allowed)}") from None
             except ValueError as err:
-                raise SpecError(f"{label}: {first_line(err)}") from None
+                raise SpecError(f"{label} ({source}): {first_line(err)}") from None
         module, _, attr = source.partition(":")
         if not module or not attr:
-            raise SpecError(f"{self.label('data.source')} must be 'digits' or 'package.module:function', got {source!r}")
+            raise SpecError(f"{self.label('data.source')} must be 'digits', 'mnist1d' or 'package.module:function', got {source!r}")
         try:
             factory = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as err:
@@ -139,9 +139,10 @@ class Resolving:
         }
 
     def _resolve_data(self, net: Any) -> None:
-        if self["data.source"] == "digits":
+        if self["data.source"] in ("digits", "mnist1d"):
             self.data(net)
-            defaults = {k: p.default for k, p in inspect.signature(digits).parameters.items() if k != "kind"}
+            make = digits if self["data.source"] == "digits" else mnist1d
+            defaults = {k: p.default for k, p in inspect.signature(make).parameters.items() if k != "kind" and p.kind is p.POSITIONAL_OR_KEYWORD}
             self._values["data"]["args"] = {**defaults, **self["data.args"]}
         else:
             self.data(net)

@@ -9,6 +9,7 @@ TangleNAS' bi-level search (`nas.tangle.search_tangle`) is another `Step` of the
 
 from nas.training._base import STRATEGIES, Strategy, get_strategy
 from nas.training._distill import DISTILLS, AlphaDivergence, kl_divergence
+from nas.training._family import family_recipe
 from nas.training._fit import Diverged, Step, fit, read_checkpoint, save_checkpoint
 from nas.training._loop import (
     CHECKPOINT,
@@ -58,6 +59,7 @@ __all__ = [
     "Uniform",
     "check_recipe",
     "fit",
+    "family_recipe",
     "get_strategy",
     "kl_divergence",
     "load_checkpoint",

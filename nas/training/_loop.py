@@ -16,6 +16,7 @@ from nas.evaluate import default_loss, evaluate, score
 from nas.rundir import CHECKPOINT, RunDir
 from nas.training._base import LossFn, Strategy, get_strategy
 from nas.training._distill import DistillFn, make_distill
+from nas.training._family import family_recipe
 from nas.training._fit import Step, fit, read_checkpoint
 from nas.training._recipe import (
     BATCH_SIZE,
@@ -33,15 +34,15 @@ __all__ = ["CHECKPOINT", "StandaloneResult", "Supervised", "load_checkpoint", "r
 def train_supernet(
     net: nn.Module,
     data: Any = None,
-    strategy: str | Strategy = "sandwich",
+    strategy: str | Strategy | None = None,
     loss: LossFn | None = None,
     *,
-    epochs: int = EPOCHS,
-    lr: float = LR,
-    batch_size: int = BATCH_SIZE,
+    epochs: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
     distill: str | DistillFn | bool | None = None,
     optimizer: OptimizerSpec = "adamw",
-    weight_decay: float = WEIGHT_DECAY,
+    weight_decay: float | None = None,
     schedule: ScheduleSpec = "cosine",
     grad_clip: float | None = None,
     seed: int = 0,
@@ -63,6 +64,8 @@ def train_supernet(
         net: the supernet (trained in place, on the device of its parameters).
         data: as `nas.data.resolve` takes it (None: the family's digits split).
         strategy: ``"sandwich"``, ``"uniform"``, ``"ordered_dropout"`` or a `Strategy`.
+            None (and None for epochs, lr, batch_size, weight_decay, distill): the family's
+            ``recipe`` (`nas.training.family_recipe`, scaled by the data size), else sandwich.
         loss: ``(outputs, targets) -> scalar``; default cross-entropy for class targets,
             mean squared error otherwise (then the validation loss is the metric).
         epochs: passes over the training data.
@@ -97,10 +100,13 @@ def train_supernet(
     A non-finite loss stops training with `nas.training.Diverged` (naming the epoch and
     step); the checkpoint of the last finite epoch is kept.
     """
+    data = resolve(net, data)
+    given = {"strategy": strategy, "epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "distill": distill}
+    defaults = family_recipe(net, data, **given)  # the family's recipe for what was not given
+    strategy, epochs, lr, batch_size, weight_decay, distill = (defaults[k] for k in given)
     recipe = Recipe(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay,
                     schedule=schedule, grad_clip=grad_clip, seed=seed)
     strat = get_strategy(strategy)
-    data = resolve(net, data)
     loss_fn = default_loss(data, loss)
     distill_fn, distill_name = make_distill(distill, strat.distills_by_default, strat.supports_distill, data.classification, strat.name)
     identity = {
