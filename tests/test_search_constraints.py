@@ -154,6 +154,13 @@ def test_a_spec_run_keeps_its_constraints_and_refuses_changing_them(tmp_path):
         run_spec(TINY, run=tmp_path, progress=False, constraints=["params<=900"])
 
 
+def test_a_spec_gives_its_constraints_to_a_searcher_that_needs_a_budget(tmp_path):
+    spec = {**TINY, "search": {"searcher": "evopress", "budget": 6, "constraints": ["params<=1000"], "args": {"tolerance": 0.5}}}
+    run_spec(spec, run=tmp_path, progress=False)
+    evaluations = stored(tmp_path)
+    assert evaluations and max(e.metrics["params"] for e in evaluations) <= 1000
+
+
 @pytest.mark.parametrize("bad, message", [
     (["flops<=3"], r"^search\.constraints: The 'constraints' parameter has 'flops<=3' on unknown metric 'flops'"),
     (["params<=3"], r"^search\.constraints: The constraint 'params<=3' cannot be met"),

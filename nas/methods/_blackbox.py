@@ -48,7 +48,7 @@ class BlackBox(Method):
         # fill in the searcher's plain defaults, so the stored spec pins them
         args = dict(spec["search.args"])
         for name, param in inspect.signature(type(searcher).__init__).parameters.items():
-            if name in ("self", "space", "objectives", "seed", "cost", "budget") or name in args:
+            if name in ("self", "space", "objectives", "seed", "cost", "budget", "constraints") or name in args:
                 continue
             if param.default is not inspect.Parameter.empty and plain_value(param.default):
                 args[name] = normal(param.default)
@@ -64,7 +64,10 @@ class BlackBox(Method):
 def _build_searcher(spec: Any, net: Any) -> Searcher:
     """A new searcher for `net`'s space, as the spec names it (to check its arguments)."""
     try:
-        return get_searcher(spec["search.searcher"], net.space, spec["search.objectives"], seed=spec["seed"], **spec["search.args"])
+        # the analytic constraints (latency ones need the latency table, built when the search starts)
+        constraints = [c for c in parse_constraints(spec["search.constraints"]) if c.metric in of("analytic")]
+        kwargs = {"cost": net.cost, "constraints": constraints} if constraints else {}
+        return get_searcher(spec["search.searcher"], net.space, spec["search.objectives"], seed=spec["seed"], **kwargs, **spec["search.args"])
     except (TypeError, ValueError) as err:
         raise SpecError(f"{spec.label('search.args')} for searcher {spec['search.searcher']!r}: {first_line(err)}") from None
 
