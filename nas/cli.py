@@ -42,7 +42,12 @@ def _spec_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", metavar="FILE", help="run spec (TOML); default: the run directory's spec.toml, else the built-in demo")
     parser.add_argument("--run", metavar="DIR", help="run directory (default: runs/<name>); an existing one is resumed")
     metavars = {"space": "NAME", "searcher": "NAME", "backend": "NAME", "ray_address": "ADDR", "objectives": "LIST"}
+    parser.add_argument("--constraint", dest="spec_constraints", action="append", metavar="BOUND",
+                        help="a hard bound on a cost metric, e.g. params<=50000 or latency_ms<=2 (repeatable, or comma-separated); "
+                        "added to the spec's search.constraints")
     for name, f in flags().items():
+        if name == "constraints":
+            continue
         allowed = f.allowed()
         choices = f" (one of: {', '.join(allowed)})" if allowed else ""
         text = f"{f.help}{choices} [{f.key}]"
@@ -123,7 +128,12 @@ def _spec(args: argparse.Namespace):
     base: Any = args.spec
     if base is None and args.run is not None and (Path(args.run) / SPEC).is_file():
         base = args.run
-    return load_spec(base, how="flag", **overrides)
+    extra = [c.strip() for text in overrides.pop("constraints", []) for c in text.split(",") if c.strip()]
+    spec = load_spec(base, how="flag", **overrides)
+    if extra:  # added to the spec's own
+        merged = list(spec["search.constraints"]) + [c for c in extra if c not in spec["search.constraints"]]
+        spec = load_spec(spec, how="flag", constraints=merged)
+    return spec
 
 
 def _search(args: argparse.Namespace) -> int:

@@ -3,7 +3,7 @@
 Example:
     >>> from nas.metrics import METRICS, names
     >>> names()
-    ['accuracy', 'loss', 'params', 'macs', 'latency_ms']
+    ['accuracy', 'loss', 'params', 'macs', 'model_bits', 'bitops', 'latency_ms']
     >>> METRICS["params"].direction, METRICS["params"].how
     ('min', 'analytic')
 """
@@ -47,6 +47,8 @@ METRICS: dict[str, Metric] = {
         Metric("loss", "min", "evaluated", "validation loss"),
         Metric("params", "min", "analytic", "parameters of the subnet"),
         Metric("macs", "min", "analytic", "multiply-accumulates of one forward pass"),
+        Metric("model_bits", "min", "analytic", "model size in bits (supernets with a bit-width dimension)"),
+        Metric("bitops", "min", "analytic", "MACs times weight bits (supernets with a bit-width dimension)"),
         Metric("latency_ms", "min", "timed", "milliseconds per forward pass (measured, or from a latency table)"),
     )
 }
@@ -63,13 +65,13 @@ def of(how: str) -> tuple[str, ...]:
 
     Example:
         >>> of("analytic")
-        ('params', 'macs')
+        ('params', 'macs', 'model_bits', 'bitops')
     """
     return tuple(m.name for m in METRICS.values() if m.how == how)
 
 
 def costs() -> tuple[str, ...]:
-    """The cost metrics (params, macs, latency_ms)."""
+    """The cost metrics (params, macs, model_bits, bitops, latency_ms)."""
     return tuple(m.name for m in METRICS.values() if m.cost)
 
 
@@ -78,6 +80,27 @@ def check_objectives(objectives: Iterable[Any]) -> None:
     unknown = [o.name for o in objectives if o.name not in METRICS]
     if unknown:
         raise ValueError(f"unknown objective metric {unknown[0]!r}; the metrics are: {', '.join(METRICS)}")
+
+
+def check_constraints(constraints: Iterable[Any], *, name: str = "constraints") -> None:
+    """Raise `ValueError` naming the first constraint whose metric is not a cost metric of the table.
+
+    Example:
+        >>> from nas import Constraint
+        >>> check_constraints([Constraint.parse("params<=100")])
+        >>> check_constraints([Constraint.parse("accuracy>=0.9")])
+        Traceback (most recent call last):
+        ...
+        ValueError: The 'constraints' parameter has 'accuracy>=0.9' on metric 'accuracy', which is not known before evaluation; constrain one of the cost metrics: params, macs, model_bits, bitops, latency_ms.
+    """
+    for c in constraints:
+        if c.metric not in METRICS or not METRICS[c.metric].cost:
+            known = "unknown metric" if c.metric not in METRICS else "metric"
+            why = "" if c.metric not in METRICS else ", which is not known before evaluation"
+            raise ValueError(
+                f"The {name!r} parameter has {str(c)!r} on {known} {c.metric!r}{why}; "
+                f"constrain one of the cost metrics: {', '.join(costs())}."
+            )
 
 
 def default_reference(
@@ -128,4 +151,4 @@ def open_reference(stored: Mapping[str, float | None] | None) -> dict[str, float
     return {k: (None if v is None or not math.isfinite(v) else float(v)) for k, v in stored.items()}
 
 
-__all__ = ["METRICS", "Metric", "check_objectives", "costs", "default_reference", "finite_reference", "names", "of", "open_reference", "worse_than"]
+__all__ = ["METRICS", "Metric", "check_constraints", "check_objectives", "costs", "default_reference", "finite_reference", "names", "of", "open_reference", "worse_than"]

@@ -277,15 +277,16 @@ class RunningFront:
         (31.0, [(1, 25.0), (2, 31.0)])
     """
 
-    def __init__(self, objectives: Sequence, reference: Mapping[str, float | None]):
+    def __init__(self, objectives: Sequence, reference: Mapping[str, float | None], *, constraints: Sequence[Constraint] = ()):
         self.objectives = parse_objectives(objectives)
+        self.constraints = list(constraints)
         self.reference: dict[str, float | None] = dict(reference)
         self.points = np.zeros((0, len(self.objectives)))
         self.history: list[tuple[int, float]] = []
 
     def add(self, evaluations: Sequence[Evaluation], total: int | None = None) -> float:
-        """Add one batch; returns the hypervolume after it (recorded against `total` evaluations so far, when given)."""
-        ok = [e for e in evaluations if e.ok and all(o.name in e.metrics for o in self.objectives)]
+        """Add one batch (only its ok evaluations that meet the constraints count); returns the hypervolume after it (recorded against `total` evaluations so far, when given)."""
+        ok = [e for e in feasible(evaluations, self.constraints) if all(o.name in e.metrics for o in self.objectives)]
         if ok:
             values = objective_matrix(ok, self.objectives)
             for o in self.objectives:
@@ -386,6 +387,20 @@ class Constraint:
     def __str__(self) -> str:
         value = self.value
         return f"{self.metric}{self.op}{int(value) if value.is_integer() else value}"
+
+
+def feasible(evaluations: Sequence[Evaluation], constraints: Sequence[Constraint]) -> list[Evaluation]:
+    """The ok evaluations whose own metrics meet every constraint (one lacking a constrained metric does not).
+
+    Example:
+        >>> evs = [Evaluation({"w": w}, {"params": w}) for w in (8, 16)]
+        >>> [e.config["w"] for e in feasible(evs, [Constraint.parse("params<=10")])]
+        [8]
+    """
+    return [
+        ev for ev in evaluations
+        if ev.ok and all(c.metric in ev.metrics and c.holds(ev.metrics) for c in constraints)
+    ]
 
 
 def parse_constraint(text: str) -> Constraint:

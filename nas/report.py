@@ -57,6 +57,8 @@ def report(run: Any, out: str | os.PathLike | None = None, picks: Sequence[str] 
     if isinstance(run, (str, os.PathLike)):
         run = load_run(run)
     front = run.front
+    if not front and getattr(run, "constraints", None) and any(e.ok for e in run.evaluations):
+        raise ReportError(f"the run {run.run}: {run.infeasible_line()}")
     if not front:
         raise ReportError(f"the run {run.run} has no successful evaluation yet; run `nas search --run {run.run}` first")
     rules = list(picks) if picks else default_picks(run.objectives)
@@ -239,6 +241,9 @@ def _markdown(run: Any, chosen: list[tuple[str, Evaluation]], files: dict[str, P
             spec.method.training_line(spec),
             f"- search: {spec['search.searcher']}, objectives {', '.join(spec['search.objectives'])}, budget {spec['search.budget']}",
         ]
+    constraints = getattr(run, "constraints", None)
+    if constraints:
+        lines.append(f"- constraints: {', '.join(f'`{c}`' for c in constraints)} ({len(run.feasible)} of {len(run.evaluations)} evaluations meet them)")
     if getattr(run, "history", None):
         last = run.history[-1]
         accs = [f"{w} subnet {last[f'{w}_accuracy']:.4f}" for w in ("largest", "smallest") if f"{w}_accuracy" in last]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from nas.evaluation import Evaluation
 from nas.metrics import METRICS
-from nas.pareto import Objective, RunningFront, hypervolume, pareto_front, pick
+from nas.pareto import Constraint, Infeasible, Objective, RunningFront, feasible, hypervolume, pareto_front, pick
 from nas.rundir import RunDir
 from nas.space import SearchSpace
 
@@ -24,6 +24,8 @@ class SearchResult:
         reference: the hypervolume reference point, in the objectives' units.
         hypervolume_history: ``(evaluations so far, hypervolume)`` after each batch.
         run: the run directory, when the search had one.
+        constraints: the search's hard bounds on costs; the front, the hypervolume and
+            `pick` hold only the evaluations that meet them.
     """
 
     evaluations: list[Evaluation]
@@ -32,20 +34,37 @@ class SearchResult:
     reference: dict[str, float]
     hypervolume_history: list[tuple[int, float]] = field(default_factory=list)
     run: Path | None = None
+    constraints: list[Constraint] = field(default_factory=list)
+
+    @property
+    def feasible(self) -> list[Evaluation]:
+        """The ok evaluations that meet the constraints (by their own metrics)."""
+        return feasible(self.evaluations, self.constraints)
 
     @property
     def front(self) -> list[Evaluation]:
-        """The Pareto-optimal evaluations, sorted by the first objective."""
-        return pareto_front(self.evaluations, self.objectives)
+        """The Pareto-optimal evaluations among the feasible ones, sorted by the first objective."""
+        return pareto_front(self.feasible, self.objectives)
 
     @property
     def hypervolume(self) -> float:
         """Hypervolume of the front against `reference`."""
-        return hypervolume(self.evaluations, self.reference, self.objectives) if self.front else 0.0
+        front = self.front
+        return hypervolume(front, self.reference, self.objectives) if front else 0.0
 
     def pick(self, how: str = "knee") -> Evaluation:
-        """One evaluation of the front: ``"knee"``, ``"best:accuracy"`` or constraints like ``"params<=5000"``."""
-        return pick(self.evaluations, self.objectives, how)
+        """One feasible evaluation: ``"knee"`` of the front, ``"best:accuracy"`` or more constraints like ``"params<=5000"``.
+
+        The search's constraints always hold; `Infeasible` (one line) when no evaluation meets them.
+        """
+        if self.constraints and not self.feasible:
+            raise Infeasible(self.infeasible_line())
+        return pick(self.feasible if self.constraints else self.evaluations, self.objectives, how)
+
+    def infeasible_line(self) -> str:
+        """The one line saying that no ok evaluation meets the constraints."""
+        ok = sum(e.ok for e in self.evaluations)
+        return f"No feasible evaluation: none of the {ok} ok evaluations meets the constraints {[str(c) for c in self.constraints]}."
 
     def table(self, limit: int = 12) -> str:
         """The front as a short text table."""
@@ -66,14 +85,19 @@ class SearchResult:
         failed = sum(not e.ok for e in self.evaluations)
         head = f"{len(self.evaluations)} evaluations ({failed} failed), {len(self.front)} on the Pareto front, hypervolume {self.hypervolume:.4g}"
         where = f"\nrun directory: {self.run}" if self.run else ""
+        if self.constraints:
+            head += f"\nconstraints: {', '.join(str(c) for c in self.constraints)} ({len(self.feasible)} feasible)"
+            if not self.feasible:
+                return f"{head}\n{self.infeasible_line()}{where}"
         return f"{head}\n{self.table()}{where}"
 
 
 def hypervolume_history(
-    evaluations: Sequence[Evaluation], objectives: Sequence[Objective], reference: dict[str, float], batches: Sequence[int]
+    evaluations: Sequence[Evaluation], objectives: Sequence[Objective], reference: dict[str, float], batches: Sequence[int],
+    constraints: Sequence[Constraint] = (),
 ) -> list[tuple[int, float]]:
-    """Hypervolume of the front of the first n evaluations, for each n in `batches` (as the search saw them, batch by batch)."""
-    front = RunningFront(objectives, reference)
+    """Hypervolume of the front of the first n evaluations that meet `constraints`, for each n in `batches` (as the search saw them, batch by batch)."""
+    front = RunningFront(objectives, reference, constraints=constraints)
     start = 0
     for n in batches:
         front.add(evaluations[start:n], n)
@@ -86,6 +110,7 @@ def write_front(result: SearchResult) -> None:
     front = [e.to_dict() for e in result.front]
     payload = {
         "objectives": [[o.name, o.direction] for o in result.objectives],
+        "constraints": [str(c) for c in result.constraints],
         "reference": result.reference,
         "hypervolume": result.hypervolume,
         "front": front,

@@ -90,7 +90,7 @@ def check(f: Field, value: Any, label: str) -> Any:
     elif f.kind == "strs":
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
+        if not isinstance(value, (list, tuple)) or (not value and f.default != []) or not all(isinstance(v, str) for v in value):
             raise bad
         value = list(value)
     elif f.kind == "table":

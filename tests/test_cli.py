@@ -101,13 +101,13 @@ def test_export_writes_checked_models(tiny_run, capsys):
 
 BAD = [
     # (argv, where the run must not change, message)
-    (["search", "--spec", "{dir}/unknown_key.toml"], None, "unknown spec key 'search.budgt' in {dir}/unknown_key.toml; the keys of [search] are: searcher, objectives, budget"),
+    (["search", "--spec", "{dir}/unknown_key.toml"], None, "unknown spec key 'search.budgt' in {dir}/unknown_key.toml; the keys of [search] are: searcher, objectives, constraints, budget"),
     (["search", "--spec", "{dir}/malformed.toml"], None, "is not valid TOML"),
     (["search", "--spec", "{dir}/wrong_type.toml"], None, "search.budget in {dir}/wrong_type.toml must be an int >= 1, got 'ten'"),
     (["search", "--spec", "{dir}/nope.toml"], None, "spec file {dir}/nope.toml does not exist"),
     (["search", "--space", "resnet"], None, "--space must be one of ['cell', 'cnn', 'cnn1d', 'mlp', 'transformer'], got 'resnet'"),
     (["search", "--searcher", "annealing"], None, "--searcher must be one of ['dp', 'evolution', 'evopress', 'guided', 'optuna', 'random', 'tangle'], got 'annealing'"),
-    (["search", "--objectives", "acc:max,params:min"], None, "--objectives names unknown metric 'acc'; the metrics are: accuracy, loss, params, macs, latency_ms"),
+    (["search", "--objectives", "acc:max,params:min"], None, "--objectives names unknown metric 'acc'; the metrics are: accuracy, loss, params, macs, model_bits, bitops, latency_ms"),
     (["search", "--objectives", "accuracy:up"], None, "--objectives: The 'direction' of objective 'accuracy' must be one of ['max', 'min'], got 'up'"),
     (["search", "--budget", "many"], None, "--budget must be an int >= 1, got 'many'"),
     (["search", "--budget", "0"], None, "--budget must be an int >= 1, got 0"),

@@ -74,14 +74,14 @@ def test_flags_keywords_and_spec_file_are_one_schema(tmp_path):
     assert from_flags == from_keywords
     assert from_file.to_dict()["search"] == from_flags.to_dict()["search"]
     assert from_file["train.epochs"] == from_flags["train.epochs"] == 2
-    assert set(flags()) == {"seed", "space", "epochs", "searcher", "objectives", "budget", "backend", "ray_address"}
+    assert set(flags()) == {"seed", "space", "epochs", "searcher", "objectives", "constraints", "budget", "backend", "ray_address"}
     assert all(f.key.count(".") <= 1 for f in FIELDS)
 
 
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"search": {"budgt": 4}}, "unknown spec key 'search.budgt'; the keys of [search] are: searcher, objectives, budget"),
+        ({"search": {"budgt": 4}}, "unknown spec key 'search.budgt'; the keys of [search] are: searcher, objectives, constraints, budget"),
         ({"serch": {}}, "unknown spec key 'serch'; the top-level keys are: name, seed"),
         ({"search": {"budget": 0}}, "search.budget must be an int >= 1, got 0"),
         ({"search": {"budget": "ten"}}, "search.budget must be an int >= 1, got 'ten'"),

@@ -10,7 +10,7 @@ from nas.registry import METHODS
 from nas.schema import Field
 
 if TYPE_CHECKING:
-    from nas.pareto import Objective
+    from nas.pareto import Constraint, Objective
     from nas.result import SearchResult
 
 
@@ -63,6 +63,7 @@ class Method:
         *,
         searcher: Any,
         objectives: list[Objective],
+        constraints: list[Constraint],
         budget: int,
         backend: Any,
         run: str | Path | None,
@@ -74,7 +75,11 @@ class Method:
         searcher_kwargs: dict[str, Any] | None,
         backend_kwargs: dict[str, Any] | None,
     ) -> SearchResult:
-        """Run (or resume, with `run`) the search; `nas.search` has checked the arguments it shares."""
+        """Run (or resume, with `run`) the search; `nas.search` has checked the arguments it shares.
+
+        `constraints` are parsed hard bounds on cost metrics (empty: none), which the method
+        must either keep (never evaluating a config that breaks one) or refuse.
+        """
         raise NotImplementedError
 
     def check_finished(self, spec: Any, path: Path, state: dict[str, Any]) -> None:

@@ -11,11 +11,11 @@ from nas.backends import get as get_backend
 from nas.errors import SpecError
 from nas.methods._base import Method, register
 from nas.metrics import default_reference, of, open_reference
-from nas.pareto import Objective, RunningFront
+from nas.pareto import Constraint, InvalidConstraint, Objective, RunningFront
 from nas.result import SearchResult, write_front
 from nas.rundir import RunDir
 from nas.schema import first_line, normal, plain_value
-from nas.searchers import Searcher
+from nas.searchers import Searcher, parse_constraints
 from nas.searchers import get as get_searcher
 from nas.searchers import names as searcher_names
 from nas.store import FILENAME as STORE
@@ -48,15 +48,15 @@ class BlackBox(Method):
         # fill in the searcher's plain defaults, so the stored spec pins them
         args = dict(spec["search.args"])
         for name, param in inspect.signature(type(searcher).__init__).parameters.items():
-            if name in ("self", "space", "objectives", "seed", "cost", "budget") or name in args:
+            if name in ("self", "space", "objectives", "seed", "cost", "budget", "constraints") or name in args:
                 continue
             if param.default is not inspect.Parameter.empty and plain_value(param.default):
                 args[name] = normal(param.default)
         return args
 
-    def search(self, net, data, *, searcher, objectives, budget, backend, run, seed, batch_size, latency, reference,
+    def search(self, net, data, *, searcher, objectives, constraints, budget, backend, run, seed, batch_size, latency, reference,
                progress, searcher_kwargs, backend_kwargs) -> SearchResult:
-        return search_blackbox(net, data, searcher=searcher, objectives=objectives, budget=budget, backend=backend, run=run,
+        return search_blackbox(net, data, searcher=searcher, objectives=objectives, constraints=constraints, budget=budget, backend=backend, run=run,
                                seed=seed, batch_size=batch_size, latency=latency, reference=reference, progress=progress,
                                searcher_kwargs=searcher_kwargs, backend_kwargs=backend_kwargs)
 
@@ -64,7 +64,10 @@ class BlackBox(Method):
 def _build_searcher(spec: Any, net: Any) -> Searcher:
     """A new searcher for `net`'s space, as the spec names it (to check its arguments)."""
     try:
-        return get_searcher(spec["search.searcher"], net.space, spec["search.objectives"], seed=spec["seed"], **spec["search.args"])
+        # the analytic constraints (latency ones need the latency table, built when the search starts)
+        constraints = [c for c in parse_constraints(spec["search.constraints"]) if c.metric in of("analytic")]
+        kwargs = {"cost": net.cost, "constraints": constraints} if constraints else {}
+        return get_searcher(spec["search.searcher"], net.space, spec["search.objectives"], seed=spec["seed"], **kwargs, **spec["search.args"])
     except (TypeError, ValueError) as err:
         raise SpecError(f"{spec.label('search.args')} for searcher {spec['search.searcher']!r}: {first_line(err)}") from None
 
@@ -77,6 +80,7 @@ def search_blackbox(
     objectives: list[Objective],
     budget: int,
     backend: str | Backend,
+    constraints: list[Constraint] | None = None,
     run: str | Path | None,
     seed: int,
     batch_size: int | None,
@@ -87,7 +91,7 @@ def search_blackbox(
     backend_kwargs: dict[str, Any] | None,
 ) -> SearchResult:
     """The black-box search loop (`nas.search` with a registered searcher or a `Searcher`; arguments as it takes them)."""
-    args = dict(searcher=searcher, objectives=objectives, budget=budget, backend=backend, run=run, seed=seed, batch_size=batch_size,
+    args = dict(searcher=searcher, objectives=objectives, constraints=list(constraints or []), budget=budget, backend=backend, run=run, seed=seed, batch_size=batch_size,
                 latency=latency, reference=reference, progress=progress, searcher_kwargs=searcher_kwargs, backend_kwargs=backend_kwargs)
     if run is None:
         return _loop(net, data, **args)
@@ -95,7 +99,7 @@ def search_blackbox(
         return _loop(net, data, **args)
 
 
-def _loop(net, data, *, searcher, objectives, budget, backend, run, seed, batch_size, latency, reference, progress,
+def _loop(net, data, *, searcher, objectives, constraints, budget, backend, run, seed, batch_size, latency, reference, progress,
           searcher_kwargs, backend_kwargs) -> SearchResult:
     owned = not isinstance(backend, Backend)
     if owned:
@@ -104,10 +108,30 @@ def _loop(net, data, *, searcher, objectives, budget, backend, run, seed, batch_
             kwargs.setdefault("latency", latency)
         backend = get_backend(backend, net, data, **kwargs)
     cost = _cost_function(net, backend if latency == "table" else None)
-    if isinstance(searcher, str):
-        searcher = get_searcher(searcher, net.space, objectives, **{"seed": seed, "cost": cost, "budget": budget, **(searcher_kwargs or {})})
-    elif not isinstance(searcher, Searcher):
-        raise TypeError(f"The 'searcher' parameter must be a searcher name or a Searcher, got {type(searcher).__name__}.")
+    shown = [str(c) for c in constraints]
+    try:
+        if isinstance(searcher, str):
+            kwargs = dict(searcher_kwargs or {})
+            if "constraints" in kwargs:
+                given = [str(c) for c in parse_constraints(kwargs.pop("constraints"))]
+                if given != shown and constraints:
+                    raise InvalidConstraint(
+                        f"The 'constraints' parameter {shown} differs from searcher_kwargs['constraints'] {given}; give them once."
+                    )
+                shown, constraints = given, parse_constraints(given)
+            searcher = get_searcher(searcher, net.space, objectives,
+                                    **{"seed": seed, "cost": cost, "budget": budget, **kwargs, "constraints": constraints})
+        elif not isinstance(searcher, Searcher):
+            raise TypeError(f"The 'searcher' parameter must be a searcher name or a Searcher, got {type(searcher).__name__}.")
+        elif [str(c) for c in searcher.constraints] != shown:
+            raise InvalidConstraint(
+                f"The 'constraints' parameter {shown} differs from the given searcher's constraints "
+                f"{[str(c) for c in searcher.constraints]}; build the searcher with the same constraints."
+            )
+    except BaseException:
+        if owned:
+            backend.close()
+        raise
 
     store = EvaluationStore(Path(run) / STORE) if run is not None else None
     try:
@@ -120,10 +144,17 @@ def _loop(net, data, *, searcher, objectives, budget, backend, run, seed, batch_
                     f"the run {run} was searched with objectives {stored}, not {names}; "
                     "use a new run directory for other objectives"
                 )
+            stored = store.meta("constraints") or []
+            if stored != shown:
+                raise InvalidConstraint(
+                    f"the run {run} was searched with constraints {stored}, not {shown}; "
+                    "use a new run directory for other constraints"
+                )
             if reference is None:
                 reference = open_reference(store.meta("reference"))
         largest = net.cost(net.largest())
-        tracker = RunningFront(objectives, reference or default_reference(objectives, {m: largest[m] for m in of("analytic")}))
+        tracker = RunningFront(objectives, reference or default_reference(objectives, {m: largest[m] for m in of("analytic") if m in largest}),
+                               constraints=constraints)
         start = 0
         for end in batches:  # batch by batch, as the uninterrupted search saw them
             tracker.add(evaluations[start:end], end)
@@ -148,7 +179,7 @@ def _loop(net, data, *, searcher, objectives, budget, backend, run, seed, batch_
             results = backend.evaluate(configs)
             tracker.add(results, len(evaluations) + len(results))
             if store is not None:
-                facts = {"objectives": names} if not evaluations else {}
+                facts = {"objectives": names, "constraints": shown} if not evaluations else {}
                 if tracker.reference_dict() != written:
                     written = facts["reference"] = tracker.reference_dict()
                 store.append(results, [net.space.key(c) for c in configs], facts)
@@ -168,6 +199,7 @@ def _loop(net, data, *, searcher, objectives, budget, backend, run, seed, batch_
     result = SearchResult(
         evaluations=evaluations,
         objectives=objectives,
+        constraints=constraints,
         space=net.space,
         reference=tracker.reference_dict(),
         hypervolume_history=tracker.history,

@@ -23,6 +23,7 @@ spec key                  flag / keyword          meaning
 ``evaluate.*``                                    evaluation settings (BatchNorm calibration, latency)
 ``search.searcher``       ``--searcher``          searcher name (``nas.searchers.names()``)
 ``search.objectives``     ``--objectives``        e.g. ``["accuracy:max", "params:min"]``
+``search.constraints``    ``--constraint``        hard cost bounds, e.g. ``["params<=50000", "latency_ms<=2"]``
 ``search.budget``         ``--budget``            total evaluations
 ``search.args``                                   the searcher's arguments
 ``backend.name``          ``--backend``           ``"local"`` or ``"ray"``
@@ -36,6 +37,12 @@ the supernet in its search (the gradient search of `nas.methods.names()`) takes
 ``search.budget`` as its epochs and its recipe from ``search.args``; the ``[train]``
 section does not apply to it (a ``train.*`` key or ``--epochs`` is refused, and ``nas train`` too).
 
+``search.constraints`` (keyword ``constraints=``; on the command line ``--constraint``,
+repeatable or comma-separated, added to the spec's) are checked before any training: an
+unknown metric or a bound no subnet meets is one `SpecError` line. Configs that break one
+are never evaluated, the front and the picks meet them, and they are part of the run's
+identity (changing them on an existing run is refused).
+
 Example:
     >>> spec = load_spec({"name": "tiny", "space": {"args": {"depths": [1], "widths": [16], "ranks": [4]}}}, budget=4)
     >>> spec["search.budget"], spec["space.family"], spec["train.strategy"]
@@ -43,7 +50,7 @@ Example:
     >>> load_spec({"search": {"budgt": 4}})
     Traceback (most recent call last):
     ...
-    nas.runs.SpecError: unknown spec key 'search.budgt'; the keys of [search] are: searcher, objectives, budget, batch_size, args
+    nas.runs.SpecError: unknown spec key 'search.budgt'; the keys of [search] are: searcher, objectives, constraints, budget, batch_size, args
 """
 
 from nas._toml import dumps_toml

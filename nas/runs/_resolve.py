@@ -11,10 +11,11 @@ import torch
 from nas.data import digits, mnist1d
 from nas.data import resolve as resolve_data
 from nas.errors import SpecError
-from nas.metrics import METRICS
-from nas.pareto import parse_objectives
+from nas.metrics import METRICS, check_constraints, of
+from nas.pareto import Constraint, parse_objectives
 from nas.registry import build_family
 from nas.runs._schema import FIELDS
+from nas.searching import check_reachable
 from nas.schema import first_line, normal
 from nas.training import get_strategy
 
@@ -49,6 +50,7 @@ class Resolving:
         if method.trains:
             self._resolve_train()
         objectives = self._resolve_objectives()
+        self._resolve_constraints(net)
         self._values["search"]["args"] = method.resolve(self, net, objectives)
         self._resolve_backend()
         self._resolved = True
@@ -128,6 +130,7 @@ class Resolving:
             backend_kwargs["address"] = self["backend.address"]
         return {
             "objectives": list(self["search.objectives"]),
+            "constraints": list(self["search.constraints"]),
             "searcher": self["search.searcher"],
             "budget": self["search.budget"],
             "backend": self["backend.name"],
@@ -161,6 +164,22 @@ class Resolving:
             raise SpecError(f"{self.label('search.objectives')} names unknown metric {unknown[0]!r}; the metrics are: {', '.join(METRICS)}")
         self._values["search"]["objectives"] = [str(o) for o in objectives]
         return objectives
+
+    def _resolve_constraints(self, net: Any) -> None:
+        """Each constraint parsed, on a cost metric, and (for analytic ones) met by some subnet."""
+        label = self.label("search.constraints")
+        out = []
+        for text in self["search.constraints"]:
+            try:
+                constraint = Constraint.parse(text)
+                check_constraints([constraint])
+                check_reachable(net, [constraint])
+            except ValueError as err:
+                raise SpecError(f"{label}: {first_line(err)}") from None
+            if constraint.metric not in of("analytic") and self["evaluate.latency"] == "measured":
+                raise SpecError(f"{label}: {str(constraint)!r} needs latency_ms before evaluation; set evaluate.latency = 'table'")
+            out.append(str(constraint))
+        self._values["search"]["constraints"] = out
 
     def _resolve_backend(self) -> None:
         if self["backend.address"] is not None and self["backend.name"] != "ray":

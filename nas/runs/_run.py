@@ -11,7 +11,7 @@ from typing import Any
 
 from nas.errors import RunError
 from nas.metrics import default_reference, finite_reference, of
-from nas.pareto import parse_objectives
+from nas.pareto import Constraint, parse_objectives
 from nas.result import SearchResult, hypervolume_history
 from nas.runs._spec import SPEC, RunSpec, load_spec
 from nas.searching import search
@@ -125,6 +125,7 @@ def load_run(path: str | os.PathLike) -> Run:
         raise RunError(f"no run at {path}: it has no {SPEC}")
     spec = load_spec(path)
     objectives = parse_objectives(spec["search.objectives"])
+    constraints = [Constraint.parse(c) for c in spec["search.constraints"]]
     evaluations: list = []
     ends: list[int] = []
     reference = None
@@ -138,7 +139,7 @@ def load_run(path: str | os.PathLike) -> Run:
     if reference is None:
         net = spec.build_net()
         largest = net.cost(net.largest())
-        reference = finite_reference(default_reference(objectives, {m: largest[m] for m in of("analytic")}))
+        reference = finite_reference(default_reference(objectives, {m: largest[m] for m in of("analytic") if m in largest}))
     history = []
     if (path / CHECKPOINT).is_file():
         history = read_checkpoint(path / CHECKPOINT)["history"]
@@ -147,7 +148,8 @@ def load_run(path: str | os.PathLike) -> Run:
         objectives=objectives,
         space=(net or spec.build_net()).space,
         reference=reference,
-        hypervolume_history=hypervolume_history(evaluations, objectives, reference, ends) if evaluations else [],
+        hypervolume_history=hypervolume_history(evaluations, objectives, reference, ends, constraints) if evaluations else [],
+        constraints=constraints,
         run=path,
         spec=spec,
         history=history,
@@ -202,6 +204,7 @@ def run_spec(
         space=result.space,
         reference=result.reference,
         hypervolume_history=result.hypervolume_history,
+        constraints=result.constraints,
         run=path,
         spec=spec,
         history=history,

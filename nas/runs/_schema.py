@@ -36,6 +36,8 @@ FIELDS: tuple[Field, ...] = (
     Field("evaluate.latency_batch_size", "int", 1, "batch size latency is measured or predicted at", minimum=1),
     Field("search.searcher", "str", "evolution", "searcher (it chooses the method, `nas.methods`)", flag="searcher", choices=searcher_names),
     Field("search.objectives", "strs", ["accuracy:max", "params:min"], "objectives, e.g. accuracy:max,params:min", flag="objectives"),
+    Field("search.constraints", "strs", [], "hard bounds on cost metrics, e.g. ['params<=50000', 'latency_ms<=2']: configs that "
+          "break one are never evaluated, and the front and picks meet them", flag="constraints"),
     Field("search.budget", "int", 100, "total evaluations (a method that trains the supernet itself: its epochs); raise it to extend a finished run",
           flag="budget", minimum=1, identity=False),
     Field("search.batch_size", "int", None, "configs asked and evaluated per step (unset: the backend's parallelism, at least 8; "

@@ -124,7 +124,8 @@ class RunSpec(Resolving):
             f = _BY_FLAG.get(name)
             if f is None:
                 raise SpecError(f"unknown argument {name!r}; the arguments are: {', '.join(_BY_FLAG)}")
-            label = f"--{name.replace('_', '-')}" if how == "flag" else f"the '{name}' argument"
+            flag = "constraint" if name == "constraints" else name  # the command line's repeatable --constraint
+            label = f"--{flag.replace('_', '-')}" if how == "flag" else f"the '{name}' argument"
             if how == "flag":
                 value = from_text(f, value, label)
             value = check(f, value, label)

@@ -26,7 +26,7 @@ from nas.tangle._bilevel import BiLevel, CostObjective
 from nas.tangle._budget import Budget
 from nas.tangle._cost import CostModel
 from nas.tangle._layout import Layout
-from nas.tangle._method import TangleMethod, tangle_fields
+from nas.tangle._method import TangleMethod, tangle_fields, with_constraints
 from nas.tangle._mode import COMBINES, Tangle, tangle_mode
 from nas.tangle._sampling import SAMPLERS, Dirichlet, Gumbel, Sampler, Softmax, get_sampler
 from nas.tangle._search import search_tangle
@@ -51,5 +51,6 @@ __all__ = [
     "one_hot",
     "search_tangle",
     "tangle_fields",
+    "with_constraints",
     "tangle_mode",
 ]

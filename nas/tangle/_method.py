@@ -11,9 +11,10 @@ from nas.errors import RunError, SpecError
 from nas.latency import LatencyTable
 from nas.methods import Method, register
 from nas.metrics import costs, of
-from nas.pareto import Constraint, Objective
-from nas.result import SearchResult
+from nas.pareto import Constraint, InvalidConstraint, Objective
+from nas.result import SearchResult, write_front
 from nas.schema import Field, check, first_line, normal, plain_value
+from nas.searchers import parse_constraints
 from nas.store import FILENAME as STORE
 from nas.store import EvaluationStore
 from nas.tangle._budget import Budget
@@ -97,9 +98,13 @@ class TangleMethod(Method):
             raise SpecError(f"{spec.label('backend.name')} must be 'local' for searcher 'tangle' (it trains the supernet in this process), got {spec['backend.name']!r}")
         if spec["evaluate.latency"] == "measured":
             raise SpecError(f"{spec.label('evaluate.latency')} must be 'table' for searcher 'tangle' (its expected latency comes from a latency table), got 'measured'")
+        try:
+            with_constraints(dict(spec["search.args"]), parse_constraints(spec["search.constraints"]))
+        except ValueError as err:
+            raise SpecError(f"{spec.label('search.constraints')}: {first_line(err)}") from None
         return _check_args(dict(spec["search.args"]), spec.label("search.args"), net, objectives)
 
-    def search(self, net, data, *, searcher, objectives, budget, backend, run, seed, batch_size, latency, reference,
+    def search(self, net, data, *, searcher, objectives, constraints, budget, backend, run, seed, batch_size, latency, reference,
                progress, searcher_kwargs, backend_kwargs) -> SearchResult:
         """`search_tangle` for `budget` epochs; the evaluation settings (`backend_kwargs`) and latency table as a spec gives them."""
         if backend != "local":
@@ -110,7 +115,7 @@ class TangleMethod(Method):
             raise ValueError("The 'reference' parameter does not apply to searcher 'tangle': its reference point is the largest subnet's costs.")
         if latency == "measured":
             raise ValueError("The 'latency' parameter must be 'table' for searcher 'tangle' (its expected latency comes from a latency table), got 'measured'.")
-        kwargs = dict(searcher_kwargs or {})
+        kwargs = with_constraints(dict(searcher_kwargs or {}), constraints)
         if isinstance(kwargs.get("temperature"), list):
             kwargs["temperature"] = tuple(kwargs["temperature"])
         kwargs.setdefault("epochs", budget)
@@ -121,8 +126,13 @@ class TangleMethod(Method):
         table = None
         if latency == "table" or "latency_ms" in metrics:  # at the batch size latency is evaluated at
             table = LatencyTable.for_net(net, batch_size=evaluate_kwargs.get("latency_batch_size", 1))
-        return search_tangle(net, data, objectives, run=run, seed=seed, progress=progress, latency=table,
-                             evaluate_kwargs=evaluate_kwargs, resume=run is not None, **kwargs)
+        result = search_tangle(net, data, objectives, run=run, seed=seed, progress=progress, latency=table,
+                               evaluate_kwargs=evaluate_kwargs, resume=run is not None, **kwargs)
+        if constraints:  # every recorded architecture meets its budget: the result says so
+            result.constraints = list(constraints)
+            if result.run is not None and result.evaluations:
+                write_front(result)
+        return result
 
     def check_finished(self, spec: Any, path: Path, state: dict[str, Any]) -> None:
         """A tangle run's weights are final once it ran all epochs and re-evaluated its architectures with them."""
@@ -138,6 +148,29 @@ class TangleMethod(Method):
     def training_line(self, spec: Any) -> str:
         args = spec["search.args"]
         return f"- training: within the tangle search (bi-level), {spec['search.budget']} epochs, lr {args['lr']:g}, arch lr {args['arch_lr']:g}, seed {spec['seed']}"
+
+
+def with_constraints(kwargs: dict[str, Any], constraints: list[Constraint]) -> dict[str, Any]:
+    """`kwargs` with one upper-bound constraint as its ``budget_constraint`` (tangle keeps one hard budget).
+
+    Example:
+        >>> with_constraints({}, [Constraint.parse("params<=5000")])
+        {'budget_constraint': 'params<=5000'}
+    """
+    if not constraints:
+        return kwargs
+    shown = [str(c) for c in constraints]
+    if len(constraints) > 1 or constraints[0].op not in ("<=", "<"):
+        raise InvalidConstraint(
+            f"The 'constraints' parameter {shown} cannot be kept by searcher 'tangle': it takes one upper bound "
+            "on a cost (its budget_constraint), e.g. ['params<=50000']."
+        )
+    given = kwargs.get("budget_constraint")
+    if given is not None and str(Constraint.parse(given)) != shown[0]:
+        raise InvalidConstraint(
+            f"The 'constraints' parameter {shown} differs from searcher 'tangle''s budget_constraint {given!r}; give one of them."
+        )
+    return {**kwargs, "budget_constraint": shown[0]}
 
 
 def _check_args(args: dict[str, Any], label: str, net: Any, objectives: list[Any]) -> dict[str, Any]:
