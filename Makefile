@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 VENV_FLAGS ?=
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -23,8 +23,13 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/nas search
 
-test: install
+# lint and type-check the public API, then the suite with every docstring example
+test: install lint
 	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -73,7 +73,8 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
-        split = lambda z: z.view(b, t, self.heads, d // self.heads).transpose(1, 2)
+        def split(z):
+            return z.view(b, t, self.heads, d // self.heads).transpose(1, 2)
         q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
         # written out (not scaled_dot_product_attention): Hessian traces need a double backward
         out = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d // self.heads), dim=-1) @ v

@@ -36,9 +36,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nas import search  # noqa: E402
 from nas.backends import Backend  # noqa: E402
 from nas.evaluation import Evaluation  # noqa: E402
-from nas import search  # noqa: E402
 from nas.methods import _blackbox  # noqa: E402  (its write_front is timed)
 from nas.space import Choice, SearchSpace  # noqa: E402
 from nas.store import EvaluationStore  # noqa: E402

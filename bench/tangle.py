@@ -46,10 +46,10 @@ from torch.utils._pytree import tree_leaves
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import search_spaces  # noqa: E402
+from nas import search as black_box_search  # noqa: E402
 from nas.data import resolve  # noqa: E402
 from nas.evaluate import evaluate  # noqa: E402
 from nas.pareto import pareto_front  # noqa: E402
-from nas import search as black_box_search  # noqa: E402
 from nas.tangle import ArchParameters, BiLevel, CostObjective, Tangle, get_sampler, one_hot, search_tangle  # noqa: E402
 from nas.training import Sandwich, kl_divergence, train_standalone, train_supernet  # noqa: E402
 

@@ -28,8 +28,8 @@ from nas.errors import ExportInputError, NASError
 from nas.evaluate import default_loss, evaluate, score
 from nas.evaluation import Evaluation
 from nas.registry import build_family
-from nas.runs import Run, load_run
 from nas.rundir import RunDir, atomic_dir, atomic_write
+from nas.runs import Run, load_run
 
 FORMATS = ("pt", "torchscript", "onnx")
 FILES = {"pt": "model.pt", "torchscript": "model.torchscript.pt", "onnx": "model.onnx"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -109,13 +109,14 @@ def instance_or_built(value: Any, base: type, registry: Registry, parameter: str
     """`value` when it is a `base` instance, else the entry of `registry` it names, built with `kwargs`.
 
     Example:
+        >>> class Kind: ...
         >>> kinds = Registry("kind")
-        >>> _ = kinds.register("list")(list)
-        >>> instance_or_built("list", list, kinds, "kind")
-        []
-        >>> instance_or_built("set", list, kinds, "kind")
+        >>> _ = kinds.register("plain")(Kind)
+        >>> type(instance_or_built("plain", Kind, kinds, "kind")).__name__
+        'Kind'
+        >>> instance_or_built("fancy", Kind, kinds, "kind")
         Traceback (most recent call last):
-        ValueError: The 'kind' parameter must be one of ['list'] or a list, got 'set'.
+        ValueError: The 'kind' parameter must be one of ['plain'] or a Kind, got 'fancy'.
     """
     what = base.__name__.lower()
     if isinstance(value, base):

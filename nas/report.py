@@ -27,8 +27,8 @@ from typing import Any
 from nas.errors import ReportError
 from nas.evaluation import Evaluation
 from nas.metrics import METRICS
-from nas.runs import load_run
 from nas.rundir import atomic_write, make_dir
+from nas.runs import load_run
 
 FILES = ("front.png", "hypervolume.png", "dimensions.png", "summary.md", "evaluations.csv")
 
@@ -196,7 +196,7 @@ def _dimensions_plot(run: Any, path: Path) -> Path:
             ax.text(i + 0.04, j / max(1, len(d.values) - 1), str(v), fontsize=6, va="center")
         if d.when is not None:
             ax.text(i + 0.04, off, "off", fontsize=6, va="center", color="#777777")
-    for j, o in enumerate(objectives):
+    for j, _o in enumerate(objectives):
         i = len(dims) + j
         ax.axvline(i, c="black", lw=0.6)
         if len(values):

@@ -207,7 +207,8 @@ def sensitivity(
     Example:
         >>> import nas, nas.data
         >>> from torch import nn
-        >>> net = nas.from_model(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)), ranks=[4, 8, 16])
+        >>> net = nas.from_model(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)), torch.zeros(1, 64),
+        ...                     widths=None, depth=False, ranks=[4, 8, 16])
         >>> s = sensitivity(net, nas.data.digits("flat"), probes=4, batches=1)
         >>> sorted(s.layers), float(s.errors["0.rank"][-1]), bool(s.errors["0.rank"][0] > s.errors["0.rank"][1] > 0)
         (['0.rank', '2.rank'], 0.0, True)

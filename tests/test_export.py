@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-import search_spaces
 from torch.utils.data import TensorDataset
 
+import search_spaces
 from nas.data import Data, digits
 from nas.evaluate import default_loss, evaluate, score
 from nas.export import ExportError, ExportInputError, export, load_model

@@ -21,9 +21,9 @@ from nas.pareto import (
     knee_point,
     non_dominated_sort,
     objective_matrix,
+    pareto_front,
     parse_constraint,
     parse_objectives,
-    pareto_front,
     pick,
     reference_point,
 )

@@ -36,9 +36,9 @@ import pytest
 import torch
 
 import search_spaces
+from nas import search
 from nas.backends import Backend, get
 from search_spaces.mlp import MLP
-from nas import search
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))

@@ -284,14 +284,14 @@ def test_reading_a_store_leaves_no_wal_or_shm_files(tmp_path):
 
 @pytest.mark.slow
 def test_report_and_export_leave_no_database_side_files_and_re_export_is_swapped_whole(tmp_path):
-    from nas.export import export, load_model
+    from nas.export import ExportInputError, export, load_model
     from nas.report import report
-    from nas.export import ExportInputError
     from nas.runs import load_run, run_spec
 
     spec = {"name": "tiny", "space": {"args": {"depths": [1], "widths": [16, 32], "ranks": [4]}}, "train": {"epochs": 1}}
     run = run_spec(spec, run=tmp_path / "run", budget=4, progress=False).run
-    side = lambda: sorted(p.name for p in run.iterdir() if p.name.endswith(("-wal", "-shm")))
+    def side():
+        return sorted(p.name for p in run.iterdir() if p.name.endswith(("-wal", "-shm")))
     assert side() == []
     report(run)
     out = tmp_path / "model"
@@ -311,8 +311,7 @@ def test_report_and_export_leave_no_database_side_files_and_re_export_is_swapped
 
 
 def test_an_arch_json_asking_for_huge_sizes_is_refused_before_allocating(tmp_path):
-    from nas.export import export, load_model
-    from nas.export import ExportInputError
+    from nas.export import ExportInputError, export, load_model
 
     net = MLP(depths=(1,), widths=(16,), ranks=(4,))
     out = export(net, net.largest(), tmp_path / "m", formats="pt", check=False).path

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from nas import search
 from nas.backends import Backend
 from nas.evaluation import Evaluation
 from nas.runs import DEMO, FIELDS, RunError, RunSpec, SpecError, dumps_toml, flags, load_run, load_spec, run_spec
-from nas import search
 from nas.space import Choice, SearchSpace
 from nas.store import EvaluationStore
 

@@ -1,9 +1,9 @@
 import pytest
 
 import search_spaces
+from nas import search
 from nas.backends import Backend
 from nas.evaluation import Evaluation
-from nas import search
 
 
 @pytest.fixture(scope="module")

@@ -206,7 +206,7 @@ def test_same_seed_gives_the_same_proposals(label):
 def test_failed_evaluations_are_not_proposed_again_and_do_not_stop_the_search(label):
     searcher = build(label)
     seen: set[str] = set()
-    for round_ in range(5):
+    for _ in range(5):
         configs = searcher.ask(8)
         keys = {SPACE.key(c) for c in configs}
         assert not keys & seen

@@ -35,7 +35,8 @@ def test_hutchinson_trace_is_within_5_percent_of_the_exact_trace_of_a_quadratic_
 def test_hutchinson_gives_each_tensor_its_own_block_trace():
     a = torch.zeros(3, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(2, 2, dtype=torch.float64, requires_grad=True)
-    loss = lambda: (a**2).sum() * 1.5 + (b**2).sum() * 0.5 + 0.25 * a[0] * b[0, 0]
+    def loss():
+        return (a**2).sum() * 1.5 + (b**2).sum() * 0.5 + 0.25 * a[0] * b[0, 0]
     ta, tb = hutchinson_trace(loss, [a, b], probes=2000, seed=0)
     assert ta == pytest.approx(9.0, rel=0.01) and tb == pytest.approx(4.0, rel=0.01)
 

@@ -185,7 +185,7 @@ def analyse(gm: fx.GraphModule, opaque: dict[str, str]) -> Analysis:
             dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
             dim = dim % rank(node)
             labelled = [label[a] for a in operands if a in label]
-            if labelled and (dim == labelled[0][1] or len(labelled) < len(operands) or len({(l[1], l[2]) for l in labelled}) > 1):
+            if labelled and (dim == labelled[0][1] or len(labelled) < len(operands) or len({(item[1], item[2]) for item in labelled}) > 1):
                 for lab in labelled:
                     fix(lab[0], f"concatenated with other tensors along its channels at {_describe(node)}")
             elif labelled:

@@ -187,7 +187,7 @@ def _rank_targets(layers, layout: _Layout, list_name: str, ranks, targets) -> se
     if ranks is None:
         return set()
     names = set()
-    for i, layer in enumerate(layers):
+    for i, _layer in enumerate(layers):
         for path in (layout.q, layout.k, layout.v, layout.o, *layout.ffn_in, layout.ffn_out):
             if path is not None:
                 names.add(f"{list_name}.{i}.{path}")

@@ -97,7 +97,7 @@ class Budget:
             config, cost = best, self.cost(best)
         while True:  # then take back any single change that is more likely and still fits
             best, gain = None, 0.0
-            for name, value in config.items():
+            for name in config:
                 for other in self.space[name].values:
                     cand = self.space.validate(with_values(self.space, config, {name: other}))
                     delta = score(cand) - score(config)

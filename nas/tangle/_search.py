@@ -15,8 +15,8 @@ from torch import nn
 from nas.data import resolve
 from nas.evaluate import default_loss, evaluate
 from nas.evaluation import Evaluation
-from nas.pareto import Constraint, Objective, parse_objectives
 from nas.latency import LatencyTable
+from nas.pareto import Constraint, Objective, parse_objectives
 from nas.result import SearchResult, hypervolume_history, write_front
 from nas.rundir import RunDir
 from nas.space import Config

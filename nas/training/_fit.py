@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas.errors import NASError
 from nas.data import Data
+from nas.errors import NASError
 from nas.rundir import CorruptFile, RunDir, atomic_write
 from nas.training._recipe import Recipe
 
