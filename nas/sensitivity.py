@@ -205,9 +205,10 @@ def sensitivity(
     are not linear-like (convolutions, depth) get no entry.
 
     Example:
-        >>> import nas, nas.data
+        >>> import nas, nas.data, torch
         >>> from torch import nn
-        >>> net = nas.from_model(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)), ranks=[4, 8, 16])
+        >>> model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+        >>> net = nas.from_model(model, torch.zeros(1, 64), widths=None, ranks=[4, 8, 16])
         >>> s = sensitivity(net, nas.data.digits("flat"), probes=4, batches=1)
         >>> sorted(s.layers), float(s.errors["0.rank"][-1]), bool(s.errors["0.rank"][0] > s.errors["0.rank"][1] > 0)
         (['0.rank', '2.rank'], 0.0, True)
