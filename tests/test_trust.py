@@ -82,6 +82,8 @@ def test_no_command_that_opens_a_run_runs_its_source_untrusted(crafted, argv, ca
     assert not (crafted.parent / "MARKER").exists()
     with pytest.raises(UntrustedSource, match="evil_marker:write"):
         load_run(crafted)
+    with pytest.raises(UntrustedSource, match="evil_marker:write"):
+        run_spec(crafted, progress=False)
     assert not (crafted.parent / "MARKER").exists()
     assert "evil_marker" not in sys.modules
 

@@ -171,6 +171,7 @@ def run_spec(
     run: str | os.PathLike | None = None,
     train_only: bool = False,
     progress: bool = True,
+    trust: bool | None = None,
     **overrides: Any,
 ) -> Run:
     """Train the spec's supernet and search it, resuming whatever the run directory already holds.
@@ -187,9 +188,11 @@ def run_spec(
         run: the run directory (default ``runs/<name>``).
         train_only: stop after training (``nas train``).
         progress: progress bars for training and search.
+        trust: whether the spec may import and call the code its sources name (see `load_spec`;
+            None: yes for a file or dict, and for a run directory only with ``NAS_TRUSTED_SOURCES``).
         **overrides: spec keys by flag name (``budget=``, ``searcher=``, ...; see `load_spec`).
     """
-    spec = load_spec(spec, **overrides)
+    spec = load_spec(spec, trust=trust, **overrides)
     method = spec.method
     if train_only and not method.trains:
         raise RunError(f"searcher {spec['search.searcher']!r} trains the supernet during its search: run `nas search`, not `nas train`")

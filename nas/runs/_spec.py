@@ -136,12 +136,12 @@ class RunSpec(Resolving):
                 if f.key == "space.family":  # a built-in family instead of a model of one's own
                     out._values["space"].pop("source", None)
                     out._values["space"]["convert"] = {}
+                if f.key == "search.searcher" and not for_searcher(value).trains:  # the old training recipe goes too
+                    out._reset("train")
             if f.key == "space.source" and value != out[f.key]:  # another model: its own arguments, family 'custom'
                 out._values["space"]["args"], out._values["space"]["convert"] = {}, {}
                 out._values["space"]["family"] = "custom"
                 out._labels.pop("space.family", None)
-                if f.key == "search.searcher" and not for_searcher(value).trains:  # the old training recipe goes too
-                    out._reset("train")
             out._set(f.key, value)
             out._labels[f.key] = label
         return out
