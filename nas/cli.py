@@ -41,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
 def _spec_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", metavar="FILE", help="run spec (TOML); default: the run directory's spec.toml, else the built-in demo")
     parser.add_argument("--run", metavar="DIR", help="run directory (default: runs/<name>); an existing one is resumed")
-    metavars = {"space": "NAME", "searcher": "NAME", "backend": "NAME", "ray_address": "ADDR", "objectives": "LIST"}
+    metavars = {"space": "NAME", "searcher": "NAME", "backend": "NAME", "ray_address": "ADDR", "objectives": "LIST", "model": "MODULE:FUNC"}
     parser.add_argument("--constraint", dest="spec_constraints", action="append", metavar="BOUND",
                         help="a hard bound on a cost metric, e.g. params<=50000 or latency_ms<=2 (repeatable, or comma-separated); "
                         "added to the spec's search.constraints")
@@ -55,6 +55,13 @@ def _spec_flags(parser: argparse.ArgumentParser) -> None:
             text += "; comma-separated"
         parser.add_argument(f"--{name.replace('_', '-')}", dest=f"spec_{name}", metavar=metavars.get(name, "N"), help=text)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    _trust_flag(parser)
+
+
+def _trust_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust", action="store_true",
+                        help="let the run's spec.toml import and call the code its data.source / space.source names "
+                             "(or list the package in NAS_TRUSTED_SOURCES)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, metavar="JSON", help="export this config instead of a pick, e.g. '{\"depth\": 1, ...}'")
     p.add_argument("--format", default="pt,torchscript,onnx", help="comma-separated formats: pt, torchscript, onnx (default: all)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: RUN/export/<pick>)")
+    _trust_flag(p)
     p.set_defaults(handler=_export)
 
     p = sub.add_parser("report", help="write a run's pictures, Markdown summary and CSV",
@@ -88,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN", help="run directory")
     p.add_argument("--pick", action="append", metavar="HOW", help="pick to mark (repeatable; default: knee and best:<first objective>)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: RUN/report)")
+    _trust_flag(p)
     p.set_defaults(handler=_report)
 
     p = sub.add_parser("spaces", help="list the supernet families, their dimensions and sizes",
@@ -129,10 +138,10 @@ def _spec(args: argparse.Namespace):
     if base is None and args.run is not None and (Path(args.run) / SPEC).is_file():
         base = args.run
     extra = [c.strip() for text in overrides.pop("constraints", []) for c in text.split(",") if c.strip()]
-    spec = load_spec(base, how="flag", **overrides)
+    spec = load_spec(base, how="flag", trust=True if args.trust else None, **overrides)
     if extra:  # added to the spec's own
         merged = list(spec["search.constraints"]) + [c for c in extra if c not in spec["search.constraints"]]
-        spec = load_spec(spec, how="flag", constraints=merged)
+        spec = load_spec(spec, how="flag", trust=True if args.trust else None, constraints=merged)
     return spec
 
 
@@ -156,7 +165,8 @@ def _search(args: argparse.Namespace) -> int:
         if path.exists():
             print(f"  {path}  ({what})")
     if front:
-        print(f"\nnext: nas export {run.run} --pick knee --format pt,torchscript,onnx")
+        trust = " --trust" if any(run.spec[k] is not None and ":" in run.spec[k] for k in ("data.source", "space.source")) else ""
+        print(f"\nnext: nas export {run.run} --pick knee --format pt,torchscript,onnx{trust}")
     return 0
 
 
@@ -188,7 +198,7 @@ def _export(args: argparse.Namespace) -> int:
             raise ExportInputError(f"--config is not valid JSON: {err}") from None
         if not isinstance(pick, dict):
             raise ExportInputError(f"--config must be a JSON object of dimension -> value, got {args.config!r}")
-    run = load_run(args.run)
+    run = load_run(args.run, trust=args.trust)
     if isinstance(pick, dict):
         run.space.validate(pick)  # before the supernet is loaded
     done = export(run, pick, args.out, formats)
@@ -208,7 +218,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    files = report(load_run(args.run), args.out, args.pick)
+    files = report(load_run(args.run, trust=args.trust), args.out, args.pick)
     print("report:")
     for path in files.values():
         print(f"  {path}")

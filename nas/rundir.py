@@ -127,8 +127,8 @@ class RunDir:
         return self.path / EXPORT / name
 
     def is_run(self) -> bool:
-        """Whether the directory holds a run's files (a spec, a checkpoint or a database)."""
-        return any(p.exists() for p in (self.spec, self.checkpoint, self.store))
+        """Whether the directory holds a run's files (a spec, a checkpoint, a database or a writer's lock)."""
+        return any(p.exists() for p in (self.spec, self.checkpoint, self.store, self.lock_file))
 
     def write_front(self, payload: dict[str, Any]) -> Path:
         """Write ``front.json`` atomically."""

@@ -85,8 +85,8 @@ def check(f: Field, value: Any, label: str) -> Any:
         allowed = f.allowed() if not callable(f.choices) else None  # registries are checked in resolve()
         if allowed is not None and value not in allowed:
             raise bad
-        if f.key == "name" and not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
-            raise SpecError(f"{label} must be a plain name (letters, digits, '_', '-', '.'), got {value!r}")
+        if f.key == "name" and (not re.fullmatch(r"[A-Za-z0-9_.-]+", value) or value in (".", "..")):
+            raise SpecError(f"{label} must be a plain name (letters, digits, '_', '-', '.'; not '.' or '..'), got {value!r}")
     elif f.kind == "strs":
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]

@@ -17,6 +17,8 @@ spec key                  flag / keyword          meaning
 ``seed``                  ``--seed``              seed of the supernet's init, training and search
 ``space.family``          ``--space``             supernet family (``nas spaces``)
 ``space.args``                                    the family's arguments
+``space.source``          ``--model``             ``"package.module:function"`` returning your model (`nas.from_model`)
+``space.convert``                                 `nas.from_model`'s options for it (widths, depth, ranks, ...)
 ``data.source``                                   ``"digits"``, ``"mnist1d"`` or ``"package.module:function"``
 ``data.args``                                     arguments of the data source
 ``train.*``               ``--epochs``            training recipe (strategy, epochs, lr, ...)
@@ -58,6 +60,7 @@ from nas.errors import RunError, SpecError
 from nas.runs._run import Run, load_run, prepare, run_dir, run_spec
 from nas.runs._schema import FIELDS, flags
 from nas.runs._spec import DEMO, SPEC, RunSpec, load_spec
+from nas.runs._trust import TRUST_ENV, UntrustedSource, trusted_packages
 from nas.schema import Field
 
 __all__ = [
@@ -69,6 +72,8 @@ __all__ = [
     "RunError",
     "RunSpec",
     "SpecError",
+    "TRUST_ENV",
+    "UntrustedSource",
     "dumps_toml",
     "flags",
     "load_run",
@@ -76,4 +81,5 @@ __all__ = [
     "prepare",
     "run_dir",
     "run_spec",
+    "trusted_packages",
 ]

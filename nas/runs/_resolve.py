@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nas.data import digits, mnist1d
+from nas.data import KINDS, MNIST1D_KINDS, digits, mnist1d, sample_shape
 from nas.data import resolve as resolve_data
 from nas.errors import SpecError
 from nas.metrics import METRICS, check_constraints, of
 from nas.pareto import Constraint, parse_objectives
 from nas.registry import build_family
 from nas.runs._schema import FIELDS
+from nas.runs._trust import import_source
 from nas.searching import check_reachable
 from nas.schema import first_line, normal
 from nas.training import get_strategy
@@ -38,13 +38,23 @@ class Resolving:
         """
         if self._resolved:
             return self
+        custom = self["space.source"] is not None
+        if custom:
+            if "space.family" in self._labels and self["space.family"] != "custom":
+                raise SpecError(f"give {self.label('space.family')} or {self.label('space.source')}, not both")
+            self._values["space"]["family"] = "custom"
+        elif self["space.convert"]:
+            raise SpecError(f"{self.label('space.convert')} applies only with space.source (a model of your own)")
         for f in FIELDS:
             allowed = f.allowed() if f.kind == "str" else None
             value = self[f.key]
+            if custom and f.key == "space.family":
+                continue
             if allowed is not None and value is not None and value not in allowed:
                 raise SpecError(f"{self.label(f.key)} must be one of {allowed}, got {value!r}")
         net = self.build_net()
-        self._values["space"]["args"] = normal(dict(net.family_args))
+        if not custom:
+            self._values["space"]["args"] = normal(dict(net.family_args))
         self._resolve_data(net)
         method = self.method
         if method.trains:
@@ -60,6 +70,8 @@ class Resolving:
         """A new supernet of the spec's family, its initial weights drawn from the spec's seed."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self["seed"])
+            if self["space.source"] is not None:
+                return self._build_custom()
             try:
                 return build_family(self["space.family"], **self["space.args"])
             except ValueError as err:
@@ -67,12 +79,64 @@ class Resolving:
             except Exception as err:  # a family that rejects its arguments in its own words
                 raise SpecError(f"{self.label('space.args')} does not suit family {self['space.family']!r}: {type(err).__name__}: {first_line(err)}") from None
 
+    def _build_custom(self) -> Any:
+        """`nas.from_model` of the model that ``space.source`` returns (called with ``space.args``)."""
+        from nas.from_model import from_model
+
+        source, label = self["space.source"], self.label("space.source")
+        make = import_source(source, label, trusted=self._trusted, where=self._where)
+        args = dict(self["space.args"])
+        try:
+            made = make(**args)
+        except (TypeError, ValueError) as err:
+            raise SpecError(f"{label} = {source!r} with {self.label('space.args')} {args}: {first_line(err)}") from None
+        model, example = made if isinstance(made, tuple) and len(made) == 2 else (made, None)
+        if not isinstance(model, torch.nn.Module):
+            raise SpecError(f"{label} = {source!r} must return a torch.nn.Module or (module, example_input), got {type(model).__name__}")
+        if example is None:
+            example = self._example_input(source)
+        if not isinstance(example, torch.Tensor):
+            raise SpecError(f"{label} = {source!r} returned an example input of type {type(example).__name__}; a torch.Tensor batch is needed")
+        convert = dict(self["space.convert"])
+        allowed = [p for p in inspect.signature(from_model).parameters if p not in ("model", "example_input", "data")]
+        bad = [k for k in convert if k not in allowed]
+        if bad:
+            raise SpecError(f"unknown key {bad[0]!r} in {self.label('space.convert')}; the keys are: {', '.join(allowed)}")
+        try:
+            return from_model(model, example, **convert)
+        except (TypeError, ValueError) as err:
+            raise SpecError(f"{label} = {source!r} with {self.label('space.convert')} {convert}: {first_line(err)}") from None
+
+    def _example_input(self, source: str) -> torch.Tensor:
+        """One training sample of the spec's data source, as a batch of one (for a model returned without its input)."""
+        if self["data.source"] in ("digits", "mnist1d"):
+            raise SpecError(f"{self.label('space.source')} = {source!r} returned no example input; return (model, example_input) "
+                            "or name a data.source 'package.module:function'")
+        made = self._call_data_source()
+        train = made[0] if isinstance(made, (tuple, list)) and made else getattr(made, "train", None)
+        if train is None:
+            raise SpecError(f"{self.label('data.source')} = {self['data.source']!r} returned {type(made).__name__}, not the data")
+        if isinstance(train, torch.utils.data.DataLoader):
+            return torch.as_tensor(next(iter(train))[0][:1])
+        return torch.as_tensor(train[0][0]).unsqueeze(0)
+
+    def _call_data_source(self) -> Any:
+        source, args = self["data.source"], dict(self["data.args"])
+        factory = import_source(source, self.label("data.source"), trusted=self._trusted, where=self._where)
+        try:
+            made = factory(**args)
+        except (TypeError, ValueError) as err:
+            raise SpecError(f"{self.label('data.source')} = {source!r} with {self.label('data.args')} {args}: {first_line(err)}") from None
+        return made
+
     def data(self, net: Any) -> Any:
         """The training and validation data (a `nas.data.Data`)."""
         source, args = self["data.source"], dict(self["data.args"])
         label = self.label("data.args")
         if source in ("digits", "mnist1d"):
             kind, make = getattr(net, "data_kind", None), digits if source == "digits" else mnist1d
+            if kind is None and self["space.source"] is not None:  # a model of one's own: the kind its input fits
+                kind = self._kind_for(net, source, make, args)
             if kind is None:
                 raise SpecError(f"family {self['space.family']!r} has no {source} data (no data_kind); set data.source")
             try:
@@ -86,14 +150,26 @@ class Resolving:
         module, _, attr = source.partition(":")
         if not module or not attr:
             raise SpecError(f"{self.label('data.source')} must be 'digits', 'mnist1d' or 'package.module:function', got {source!r}")
+        made = self._call_data_source()
         try:
-            factory = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as err:
-            raise SpecError(f"{self.label('data.source')}: cannot import {source!r} ({first_line(err)})") from None
-        try:
-            return resolve_data(net, factory(**args))
+            return resolve_data(net, made)
         except (TypeError, ValueError) as err:
             raise SpecError(f"{self.label('data.source')} = {source!r} with {label} {args}: {first_line(err)}") from None
+
+    def _kind_for(self, net: Any, source: str, make: Any, args: dict[str, Any]) -> str:
+        """The split of the built-in `source` whose samples have the custom model's input shape."""
+        kinds = KINDS if source == "digits" else MNIST1D_KINDS
+        for kind in kinds:
+            try:
+                data = make(kind, **args)
+            except (TypeError, ValueError):
+                break  # bad data.args: reported with the first kind below
+            if sample_shape(data) == tuple(net.input_shape):
+                return kind
+        else:
+            raise SpecError(f"{self.label('space.source')}: the model's input {list(net.input_shape)} fits no {source} split "
+                            f"({', '.join(kinds)}); set data.source to data of your own")
+        return kinds[0]
 
     def strategy(self) -> Any:
         """The training `Strategy`."""

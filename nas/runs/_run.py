@@ -25,6 +25,8 @@ RUNS = Path("runs")
 
 def run_dir(spec: RunSpec, run: str | os.PathLike | None = None) -> Path:
     """Where the run of `spec` lives: `run` when given, else ``runs/<name>``."""
+    if run is not None and not str(run).strip():
+        raise RunError("the run directory (--run) is empty; name a directory such as runs/NAME")
     return Path(run) if run is not None else RUNS / spec.name
 
 
@@ -39,7 +41,10 @@ def prepare(spec: RunSpec, run: str | os.PathLike | None = None) -> Path:
         raise RunError(f"the run directory {path} is a file")
     stored_path = path / SPEC
     if stored_path.is_file():
-        stored = RunSpec.load(stored_path).resolve()
+        stored = RunSpec.load(stored_path)
+        same_code = all(stored[k] == spec[k] for k in ("data.source", "space.source"))
+        stored._trusted, stored._where = spec._trusted and same_code, str(path)  # never run code only the stored spec names
+        stored = stored.resolve() if stored._trusted else stored
         diffs = stored.differences(spec)
         if diffs:
             key, before, now = diffs[0]
@@ -50,6 +55,8 @@ def prepare(spec: RunSpec, run: str | os.PathLike | None = None) -> Path:
             )
     elif (path / STORE).exists() or (path / CHECKPOINT).exists():
         raise RunError(f"{path} holds run files but no {SPEC}; use another run directory (--run)")
+    elif path.is_dir() and not RunDir(path).is_run() and any(path.iterdir()):
+        raise RunError(f"{path} is a non-empty directory that holds no run; use a new or empty run directory (--run)")
     RunDir(path).write_spec(spec.to_toml())
     return path
 
@@ -111,8 +118,12 @@ def _load_net(spec: RunSpec, path: Path) -> Any:
     return net
 
 
-def load_run(path: str | os.PathLike) -> Run:
+def load_run(path: str | os.PathLike, *, trust: bool = False) -> Run:
     """The result of the run in directory `path` (read only: nothing there is changed).
+
+    A spec whose ``data.source`` or ``space.source`` names code outside nas is imported
+    and called only with ``trust=True`` or when its package is in ``NAS_TRUSTED_SOURCES``;
+    otherwise `nas.runs.UntrustedSource` names the source and how to trust it.
 
     Example:
         >>> load_run("no/such/run")
@@ -123,7 +134,7 @@ def load_run(path: str | os.PathLike) -> Run:
     path = Path(path)
     if not (path / SPEC).is_file():
         raise RunError(f"no run at {path}: it has no {SPEC}")
-    spec = load_spec(path)
+    spec = load_spec(path, trust=trust)
     objectives = parse_objectives(spec["search.objectives"])
     constraints = [Constraint.parse(c) for c in spec["search.constraints"]]
     evaluations: list = []
@@ -162,6 +173,7 @@ def run_spec(
     run: str | os.PathLike | None = None,
     train_only: bool = False,
     progress: bool = True,
+    trust: bool | None = None,
     **overrides: Any,
 ) -> Run:
     """Train the spec's supernet and search it, resuming whatever the run directory already holds.
@@ -178,9 +190,11 @@ def run_spec(
         run: the run directory (default ``runs/<name>``).
         train_only: stop after training (``nas train``).
         progress: progress bars for training and search.
+        trust: whether the spec may import and call the code its sources name (see `load_spec`;
+            None: yes for a file or dict, and for a run directory only with ``NAS_TRUSTED_SOURCES``).
         **overrides: spec keys by flag name (``budget=``, ``searcher=``, ...; see `load_spec`).
     """
-    spec = load_spec(spec, **overrides)
+    spec = load_spec(spec, trust=trust, **overrides)
     method = spec.method
     if train_only and not method.trains:
         raise RunError(f"searcher {spec['search.searcher']!r} trains the supernet during its search: run `nas search`, not `nas train`")

@@ -17,7 +17,10 @@ FIELDS: tuple[Field, ...] = (
     Field("name", "str", "run", "run name; the run directory is runs/<name>", identity=False),
     Field("seed", "int", 0, "seed of the supernet's initial weights, its training and the search", flag="seed", minimum=0),
     Field("space.family", "str", "mlp", "supernet family (see `nas spaces`)", flag="space", choices=FAMILIES.names),
-    Field("space.args", "table", {}, "the family's arguments (e.g. widths = [16, 32])"),
+    Field("space.args", "table", {}, "the family's arguments (e.g. widths = [16, 32]); with space.source: the function's"),
+    Field("space.source", "str", None, "'package.module:function' returning your model, or (model, example_input), "
+          "made a supernet by nas.from_model (family 'custom')", flag="model"),
+    Field("space.convert", "table", {}, "nas.from_model's options for space.source (e.g. widths = [0.5, 1.0], depth = false, ranks = [4, 8])"),
     Field("data.source", "str", "digits", "'digits' (scikit-learn's bundled digits), 'mnist1d' (generated MNIST-1D) or 'package.module:function' returning the data"),
     Field("data.args", "table", {}, "arguments of the data source (digits: seed, val_fraction, test_fraction; mnist1d: samples, seed, val_fraction and the generator's)"),
     Field("train.strategy", "str", "sandwich", "supernet training strategy", choices=_strategies),

@@ -48,10 +48,12 @@ class RunSpec(Resolving):
         labels: how each key was given (for error messages), e.g. ``{"search.budget": "--budget"}``.
     """
 
-    def __init__(self, values: dict[str, Any], labels: Mapping[str, str] | None = None):
+    def __init__(self, values: dict[str, Any], labels: Mapping[str, str] | None = None, *, trusted: bool = True, where: str | None = None):
         self._values = values
         self._labels = dict(labels or {})
         self._resolved = False
+        self._trusted = trusted  # whether its sources (user code) may be imported: see nas.runs._trust
+        self._where = where  # the run directory it was read from, if any
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -117,7 +119,7 @@ class RunSpec(Resolving):
         ``searcher`` the old searcher's ``search.args`` (and, to one whose method trains the
         supernet itself, the ``[train]`` section).
         """
-        out = RunSpec(copy.deepcopy(self._values), self._labels)
+        out = RunSpec(copy.deepcopy(self._values), self._labels, trusted=self._trusted, where=self._where)
         for name, value in sorted(values.items(), key=lambda item: item[0] not in ("space", "searcher")):
             if value is None:
                 continue
@@ -132,8 +134,15 @@ class RunSpec(Resolving):
             if f.key in _ARGS_OF and value != out[f.key]:  # another family or searcher: its own arguments
                 section, _ = f.key.split(".")
                 out._values[section]["args"] = {}
+                if f.key == "space.family":  # a built-in family instead of a model of one's own
+                    out._values["space"].pop("source", None)
+                    out._values["space"]["convert"] = {}
                 if f.key == "search.searcher" and not for_searcher(value).trains:  # the old training recipe goes too
                     out._reset("train")
+            if f.key == "space.source" and value != out[f.key]:  # another model: its own arguments, family 'custom'
+                out._values["space"]["args"], out._values["space"]["convert"] = {}, {}
+                out._values["space"]["family"] = "custom"
+                out._labels.pop("space.family", None)
             out._set(f.key, value)
             out._labels[f.key] = label
         return out
@@ -207,7 +216,9 @@ class RunSpec(Resolving):
         return out
 
 
-def load_spec(spec: str | os.PathLike | Mapping[str, Any] | RunSpec | None = None, *, how: str = "keyword", **overrides: Any) -> RunSpec:
+def load_spec(
+    spec: str | os.PathLike | Mapping[str, Any] | RunSpec | None = None, *, how: str = "keyword", trust: bool | None = None, **overrides: Any
+) -> RunSpec:
     """A validated, resolved spec from a file, a dict, a `RunSpec` or None (the built-in demo), with overrides.
 
     Example:
@@ -219,18 +230,26 @@ def load_spec(spec: str | os.PathLike | Mapping[str, Any] | RunSpec | None = Non
             or None for the built-in demo (`DEMO`).
         how: ``"flag"`` when `overrides` are command-line text, else ``"keyword"``.
         **overrides: keys by flag name (see `flags`): ``space``, ``searcher``, ``budget``,
-            ``backend``, ``ray_address``, ``seed``, ``epochs``, ``objectives``.
+            ``backend``, ``ray_address``, ``seed``, ``epochs``, ``objectives``, ``model``.
+        trust: whether the spec's sources (``data.source``, ``space.source`` naming user code)
+            may be imported and called. None: yes, unless `spec` is a run directory, whose
+            ``spec.toml`` the user did not write here (then only sources whose package is in
+            ``NAS_TRUSTED_SOURCES``); see `nas.runs` on what a run directory may execute.
     """
     if isinstance(spec, RunSpec) and spec._resolved and not any(v is not None for v in overrides.values()):
         return spec
     if spec is None:
         base = RunSpec.from_dict(DEMO, "the built-in demo")
     elif isinstance(spec, RunSpec):
-        base = RunSpec(copy.deepcopy(spec._values), spec._labels)
+        base = RunSpec(copy.deepcopy(spec._values), spec._labels, trusted=spec._trusted, where=spec._where)
     elif isinstance(spec, Mapping):
         base = RunSpec.from_dict(spec)
     elif isinstance(spec, (str, os.PathLike)):
         base = RunSpec.load(spec)
+        if Path(spec).is_dir():  # a run directory: its spec.toml names code the user did not name here
+            base._trusted, base._where = bool(trust), str(spec)
     else:
         raise SpecError(f"a spec is a TOML file path, a dict or a RunSpec, got {type(spec).__name__}")
+    if trust is not None and not (isinstance(spec, (str, os.PathLike)) and Path(spec).is_dir()):
+        base._trusted = bool(trust)
     return base.override(how, **overrides).resolve()
