@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nas.data import digits, mnist1d
+from nas.data import check_metrics, digits, mnist1d
 from nas.data import resolve as resolve_data
 from nas.errors import SpecError
 from nas.metrics import METRICS
@@ -44,11 +44,15 @@ class Resolving:
                 raise SpecError(f"{self.label(f.key)} must be one of {allowed}, got {value!r}")
         net = self.build_net()
         self._values["space"]["args"] = normal(dict(net.family_args))
-        self._resolve_data(net)
+        data = self._resolve_data(net)
         method = self.method
         if method.trains:
             self._resolve_train()
         objectives = self._resolve_objectives()
+        try:
+            check_metrics(data, objectives)
+        except ValueError as err:
+            raise SpecError(f"{self.label('search.objectives')}: {first_line(err)}") from None
         self._values["search"]["args"] = method.resolve(self, net, objectives)
         self._resolve_backend()
         self._resolved = True
@@ -89,7 +93,12 @@ class Resolving:
         except (ImportError, AttributeError) as err:
             raise SpecError(f"{self.label('data.source')}: cannot import {source!r} ({first_line(err)})") from None
         try:
-            return resolve_data(net, factory(**args))
+            made = factory(**args)
+            if made is None:
+                raise SpecError(f"{self.label('data.source')} = {source!r} returned None; it must return the data (a (train, val) pair or a nas.data.Data)")
+            return resolve_data(net, made)
+        except SpecError:
+            raise
         except (TypeError, ValueError) as err:
             raise SpecError(f"{self.label('data.source')} = {source!r} with {label} {args}: {first_line(err)}") from None
 
@@ -138,14 +147,13 @@ class Resolving:
             "backend_kwargs": backend_kwargs,
         }
 
-    def _resolve_data(self, net: Any) -> None:
+    def _resolve_data(self, net: Any) -> Any:
+        data = self.data(net)
         if self["data.source"] in ("digits", "mnist1d"):
-            self.data(net)
             make = digits if self["data.source"] == "digits" else mnist1d
             defaults = {k: p.default for k, p in inspect.signature(make).parameters.items() if k != "kind" and p.kind is p.POSITIONAL_OR_KEYWORD}
             self._values["data"]["args"] = {**defaults, **self["data.args"]}
-        else:
-            self.data(net)
+        return data
 
     def _resolve_train(self) -> None:
         strategy = self.strategy()
