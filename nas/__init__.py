@@ -5,7 +5,7 @@ accuracy against cost (`search`), and ship the one you pick (`export`, `load_mod
 `import nas` imports torch but never Ray, ONNX or matplotlib, and does not touch CUDA.
 """
 
-from nas.errors import NASError
+from nas.errors import NASError, SearchFailed
 from nas.evaluate import evaluate
 from nas.evaluation import Evaluation
 from nas.export import export, load_model
@@ -28,6 +28,7 @@ __all__ = [
     "InvalidConfig",
     "LatencyTable",
     "NASError",
+    "SearchFailed",
     "Objective",
     "Run",
     "RunError",

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -356,6 +357,106 @@ def check_shapes(net: Any, data: Data) -> None:
         )
 
 
+def _length(source: Dataset | DataLoader) -> int | None:
+    try:
+        return len(source.dataset if isinstance(source, DataLoader) else source)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _targets(source: Dataset | DataLoader) -> torch.Tensor:
+    """All targets of a two-tensor `TensorDataset` (cheap), else those of its first sample or batch."""
+    if isinstance(source, TensorDataset) and len(source.tensors) == 2:
+        return source.tensors[1]
+    _, y = _first(source)
+    return y if isinstance(source, DataLoader) else y.unsqueeze(0)
+
+
+def _output_shape(net: Any) -> tuple[int, ...] | None:
+    """The largest subnet's per-sample output shape, or None when the net cannot say."""
+    if not hasattr(net, "example_input"):
+        return None
+    mode = net.training
+    try:
+        with torch.no_grad():
+            out = net.eval()(net.example_input(2))  # eval: no BatchNorm statistics change
+    except Exception:  # a net that cannot run a zero input: its evaluations will say why
+        return None
+    finally:
+        net.train(mode)
+    return tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
+
+
+def check_splits(data: Data) -> None:
+    """Reject data whose train or val split is empty (naming the split)."""
+    for name in ("train", "val"):
+        if _length(getattr(data, name)) == 0:
+            raise ValueError(f"the {name} split of the data is empty; pass at least one sample")
+
+
+def check_data(net: Any, data: Data) -> None:
+    """Reject data that cannot train `net`, in one line: empty splits, labels outside the
+    output's classes, regression targets not shaped like the output.
+
+    Example:
+        >>> from search_spaces.mlp import MLP
+        >>> from torch.utils.data import TensorDataset
+        >>> bad = TensorDataset(torch.zeros(4, 64), torch.tensor([0, 1, 2, 12]))
+        >>> check_data(MLP(depths=(1,), widths=(16,), ranks=(4,)), Data(bad, bad))
+        Traceback (most recent call last):
+        ...
+        ValueError: the train split has label 12, outside the 10 classes the net outputs (labels 0..9); ...
+    """
+    check_splits(data)
+    shape = _output_shape(net)
+    if shape is None:
+        return
+    for name in ("train", "val"):
+        y = _targets(getattr(data, name))
+        if not (torch.is_floating_point(y) or torch.is_complex(y)):
+            if len(shape) != 1 or y.dim() != 1 or not len(y):
+                continue
+            low, high, classes = int(y.min()), int(y.max()), shape[0]
+            if low < 0 or high >= classes:
+                label = low if low < 0 else high
+                raise ValueError(
+                    f"the {name} split has label {label}, outside the {classes} classes the net outputs "
+                    f"(labels 0..{classes - 1}); build the family with num_classes={high + 1} or fix the labels"
+                )
+        elif tuple(y.shape[1:]) != shape:
+            hint = "; reshape them, e.g. y.reshape(-1, 1)" if shape == (1,) and y.dim() == 1 else ""
+            raise ValueError(
+                f"the {name} split's regression targets have per-sample shape {list(y.shape[1:])} but the net "
+                f"outputs {list(shape)}; targets must match the output's shape (never broadcast){hint}"
+            )
+
+
+def check_metrics(data: Data, metrics: Any) -> None:
+    """Reject metrics (names or objectives) the data cannot give: accuracy needs class labels.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> d = TensorDataset(torch.zeros(4, 2), torch.zeros(4, 1))
+        >>> check_metrics(Data(d, d), ["accuracy:max"])
+        Traceback (most recent call last):
+        ...
+        ValueError: the objective 'accuracy' needs class labels (integer targets) but the data has float (regression) targets; use 'loss', 'mae' or 'r2'
+    """
+    names = [str(getattr(m, "name", m)).split(":")[0] for m in metrics]
+    if data.classification:
+        bad = next((n for n in names if n in ("mae", "r2")), None)
+        if bad is not None:
+            raise ValueError(f"the objective {bad!r} needs regression (float) targets but the data has class labels; use 'accuracy' or 'loss'")
+    elif "accuracy" in names:
+        raise ValueError(
+            "the objective 'accuracy' needs class labels (integer targets) but the data has float (regression) "
+            "targets; use 'loss', 'mae' or 'r2'"
+        )
+
+
+_ANNOUNCED: set[str] = set()  # built-in data sources whose fallback use was announced
+
+
 def resolve(net: Any, data: Any = None) -> Data:
     """What training and evaluation use, from what a user passed.
 
@@ -374,7 +475,11 @@ def resolve(net: Any, data: Any = None) -> Data:
                 f"{type(net).__name__} has no default data (no 'data_kind' attribute); "
                 "pass data=(train_dataset, val_dataset) or a nas.data.Data."
             )
-        resolved = mnist1d(kind) if getattr(net, "data_source", "digits") == "mnist1d" else digits(kind)
+        builtin = getattr(net, "data_source", "digits")
+        if builtin not in _ANNOUNCED:  # once per process
+            _ANNOUNCED.add(builtin)
+            warnings.warn(f"using the built-in {builtin} data (pass data= to use your own)", UserWarning, stacklevel=2)
+        resolved = mnist1d(kind) if builtin == "mnist1d" else digits(kind)
     elif isinstance(data, Data):
         resolved = data
     elif isinstance(data, (tuple, list)):
@@ -386,7 +491,12 @@ def resolve(net: Any, data: Any = None) -> Data:
     else:
         resolved = None
     if resolved is not None:
-        check_shapes(net, resolved)
+        key = ("checked", id(net))
+        if key not in resolved._cache:
+            check_splits(resolved)
+            check_shapes(net, resolved)
+            check_data(net, resolved)
+            resolved._cache[key] = True
         return resolved
     raise TypeError(
         "The 'data' parameter must be None, a nas.data.Data, or a (train, val) pair of "
@@ -394,4 +504,4 @@ def resolve(net: Any, data: Any = None) -> Data:
     )
 
 
-__all__ = ["KINDS", "MNIST1D_KINDS", "Data", "cache_dir", "check_shapes", "digits", "mnist1d", "resolve", "sample_shape", "signal_tokens"]
+__all__ = ["KINDS", "MNIST1D_KINDS", "Data", "cache_dir", "check_data", "check_metrics", "check_shapes", "digits", "mnist1d", "resolve", "sample_shape", "signal_tokens"]

@@ -42,4 +42,10 @@ class ExportInputError(NASError, ValueError):
     __module__ = "nas.export"
 
 
-__all__ = ["ExportInputError", "NASError", "ReportError", "RunError", "SpecError"]
+class SearchFailed(NASError, RuntimeError):
+    """A search in which no evaluation succeeded (the message quotes the first errors)."""
+
+    __module__ = "nas"
+
+
+__all__ = ["ExportInputError", "NASError", "ReportError", "RunError", "SearchFailed", "SpecError"]

@@ -54,7 +54,8 @@ def evaluate(
         net: the supernet.
         configs: the configs to evaluate.
         data: as `nas.data.resolve` takes it (None: the family's digits split).
-        metrics: any of ``"accuracy"`` (classification only), ``"loss"``, ``"params"``, ``"macs"``.
+        metrics: any of ``"accuracy"`` (classification only), ``"loss"``, ``"mae"`` and ``"r2"``
+            (regression only), ``"params"``, ``"macs"``.
         latency: False; ``"measured"`` (time the extracted subnet, ``latency_ms``); ``"table"``
             (predict it from a per-layer `nas.latency.LatencyTable` built once for this net and
             device); or a `LatencyTable` to predict with.
@@ -143,10 +144,11 @@ def default_loss(data: Data, loss: LossFn | None) -> LossFn:
 
 
 def score(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn, classification: bool) -> dict[str, float]:
-    """Mean loss (and accuracy for classification) of `model` as it is now over `batches`."""
+    """Mean loss, and accuracy for classification or MAE and R^2 (averaged over outputs) for regression."""
     total = 0
     loss_sum = None
     correct = None
+    sums: list[torch.Tensor] | None = None  # regression: |err|, err^2, y, y^2 summed per output
     with torch.no_grad():
         for x, y in batches:
             out = model(x)
@@ -157,12 +159,22 @@ def score(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn, classific
             if classification:
                 hits = (out.argmax(-1) == y).sum()
                 correct = hits if correct is None else correct + hits
+            elif out.shape == y.shape:
+                err, yd = (out - y).double(), y.double()
+                parts = [err.abs().sum(0), (err**2).sum(0), yd.sum(0), (yd**2).sum(0)]
+                sums = parts if sums is None else [a + b for a, b in zip(sums, parts, strict=True)]
             total += len(x)
     if total == 0:
         raise ValueError("no samples to score on (the validation data is empty)")
     result = {"loss": float(loss_sum) / total}
     if classification:
         result["accuracy"] = float(correct) / total
+    elif sums is not None:
+        abs_err, sq_err, y_sum, y_sq = sums
+        result["mae"] = float(abs_err.mean()) / total
+        spread = y_sq - y_sum**2 / total
+        r2 = torch.where(spread > 0, 1 - sq_err / spread.clamp_min(1e-300), torch.zeros_like(spread))
+        result["r2"] = float(r2.mean())
     return result
 
 

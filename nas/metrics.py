@@ -3,7 +3,7 @@
 Example:
     >>> from nas.metrics import METRICS, names
     >>> names()
-    ['accuracy', 'loss', 'params', 'macs', 'model_bits', 'bitops', 'latency_ms']
+    ['accuracy', 'loss', 'mae', 'r2', 'params', 'macs', 'model_bits', 'bitops', 'latency_ms']
     >>> METRICS["params"].direction, METRICS["params"].how
     ('min', 'analytic')
 """
@@ -45,6 +45,8 @@ METRICS: dict[str, Metric] = {
     for m in (
         Metric("accuracy", "max", "evaluated", "validation accuracy (classification data)"),
         Metric("loss", "min", "evaluated", "validation loss"),
+        Metric("mae", "min", "evaluated", "validation mean absolute error (regression data)"),
+        Metric("r2", "max", "evaluated", "validation coefficient of determination R^2 (regression data)"),
         Metric("params", "min", "analytic", "parameters of the subnet"),
         Metric("macs", "min", "analytic", "multiply-accumulates of one forward pass"),
         Metric("model_bits", "min", "analytic", "model size in bits (supernets with a bit-width dimension)"),

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from nas.backends import Backend
+from nas.data import check_metrics, resolve
+from nas.errors import SearchFailed
 from nas.methods import for_searcher
-from nas.metrics import check_constraints, check_objectives, of
+from nas.metrics import METRICS, check_constraints, check_objectives, of
 from nas.pareto import Constraint, InvalidConstraint, Objective, parse_objectives
 from nas.result import SearchResult
 from nas.searchers import Searcher, parse_constraints
@@ -88,10 +90,16 @@ def search(
             "use latency='table' (the default), not 'measured'."
         )
     latency = latency or ("table" if wants_latency else None)
+    if any(METRICS[o.name].how == "evaluated" for o in objectives) and (data is not None or hasattr(net, "data_kind")):
+        check_metrics(resolve(net, data), objectives)  # no accuracy on regression data, before any work
     method = for_searcher(searcher)
-    return method.search(net, data, searcher=searcher, objectives=objectives, constraints=constraints, budget=budget, backend=backend, run=run, seed=seed,
-                         batch_size=batch_size, latency=latency, reference=reference, progress=progress,
-                         searcher_kwargs=searcher_kwargs, backend_kwargs=backend_kwargs)
+    result = method.search(net, data, searcher=searcher, objectives=objectives, constraints=constraints, budget=budget, backend=backend, run=run,
+                           seed=seed, batch_size=batch_size, latency=latency, reference=reference, progress=progress,
+                           searcher_kwargs=searcher_kwargs, backend_kwargs=backend_kwargs)
+    if result.evaluations and not any(e.ok for e in result.evaluations):
+        errors = list(dict.fromkeys(e.error for e in result.evaluations))[:3]
+        raise SearchFailed(f"no evaluation succeeded ({len(result.evaluations)} failed); the first errors: {' | '.join(map(str, errors))}")
+    return result
 
 
 def check_reachable(net: Any, constraints: Sequence[Constraint]) -> None:

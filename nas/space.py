@@ -98,9 +98,18 @@ class SearchSpace:
     Args:
         dimensions: the dimensions; a conditioned one must come after its parent.
         graph: optional ``config -> networkx.DiGraph`` builder (supernets supply theirs).
+        canonical: optional ``config -> config`` mapping each config to the representative of
+            the configs with the same effective architecture (supernets supply theirs, from
+            what their layers and family know); `key` goes through it, so equivalent configs
+            share one key.
     """
 
-    def __init__(self, dimensions: Sequence[Choice], graph: Callable[[Config], nx.DiGraph] | None = None):
+    def __init__(
+        self,
+        dimensions: Sequence[Choice],
+        graph: Callable[[Config], nx.DiGraph] | None = None,
+        canonical: Callable[[Config], Config] | None = None,
+    ):
         self.dimensions: tuple[Choice, ...] = tuple(dimensions)
         self._by_name: dict[str, Choice] = {}
         for dim in self.dimensions:
@@ -119,6 +128,7 @@ class SearchSpace:
                     raise ValueError(f"dimension {dim.name!r} depends on {parent.name!r} values {bad}, not in {list(parent.values)}")
             self._by_name[dim.name] = dim
         self._graph = graph
+        self._canonical = canonical
 
     # -- basic facts ---------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -263,9 +273,24 @@ class SearchSpace:
         return math.prod(count(d) for d in children.get(None, []))
 
     # -- representations -----------------------------------------------------------------
+    def canonical(self, config: Mapping[str, Value]) -> Config:
+        """The representative of the configs with `config`'s effective architecture (its active values only).
+
+        Example:
+            >>> space = SearchSpace([Choice("depth", [1, 2]), Choice("w1", [8, 16], when=("depth", [2]))])
+            >>> space.canonical({"depth": 1, "w1": 8})
+            {'depth': 1}
+        """
+        active = {n: _plain(config[n]) for n in self.active_names(config)}
+        if self._canonical is None:
+            return active
+        out = self._canonical(active)
+        return {n: _plain(out[n]) for n in self.active_names(out)}
+
     def key(self, config: Mapping[str, Value]) -> str:
-        """A canonical string of the config's active values (equal configs, equal keys)."""
-        return json.dumps([[n, _plain(config[n])] for n in self.active_names(config)], separators=(",", ":"))
+        """A string naming the config's subnet: equal for equal or equivalent configs (see `canonical`)."""
+        config = self.canonical(config)
+        return json.dumps([[n, config[n]] for n in self.active_names(config)], separators=(",", ":"))
 
     def from_key(self, key: str) -> Config:
         """The config whose `key` is `key`."""

@@ -65,7 +65,11 @@ class Supernet(nn.Module):
         self.family = family
         self.family_args = dict(family_args or {})
         self._elastic = [m for m in body.modules() if isinstance(m, ElasticModule)]
-        self.space = SearchSpace(_derive_dimensions(body), graph=self._graph)
+        self._owners: dict[str, int] = {}
+        for module in self._elastic:
+            for choice in module.dimensions():
+                self._owners[choice.name] = self._owners.get(choice.name, 0) + 1
+        self.space = SearchSpace(_derive_dimensions(body), graph=self._graph, canonical=self.canonical)
         self._traces: OrderedDict[str, _Trace] = OrderedDict()
         self._config: Config = self.space.largest()
         self._configure(self._config)
@@ -90,10 +94,34 @@ class Supernet(nn.Module):
             module._configure(config)
         self._config = config
 
+    def canonical(self, config: Mapping[str, Any]) -> Config:
+        """The representative of `config`'s equivalent configs, from what the layers declare.
+
+        A dimension takes a layer's proposed value (`ElasticModule.equivalent`) when every
+        layer owning it proposes that value. Families override this to add what they know
+        (e.g. the input widths between their layers), calling ``super().canonical``.
+
+        Example:
+            >>> from nas.elastic import ElasticLowRankLinear
+            >>> net = Supernet(ElasticLowRankLinear(8, 4, rank=Choice("rank", [2, 4, 8])), input_shape=(8,))
+            >>> net.canonical({"rank": 4})
+            {'rank': 8}
+        """
+        proposals: dict[str, list] = {}
+        for module in self._elastic:
+            for name, value in module.equivalent(config).items():
+                proposals.setdefault(name, []).append(value)
+        out = dict(config)
+        for name, values in proposals.items():
+            if len(values) == self._owners.get(name) and len(set(values)) == 1:
+                out[name] = values[0]
+        return out
+
     @contextmanager
     def activate(self, config: Mapping[str, Any]) -> Iterator[Supernet]:
-        """Run `config`'s subnet inside the block; the previous subnet is restored on exit."""
-        config = self.space.validate(config)
+        """Run `config`'s subnet inside the block (equivalent configs run the same one, see `canonical`);
+        the previous subnet is restored on exit."""
+        config = self.space.canonical(self.space.validate(config))
         previous = self._config
         self._configure(config)
         try:

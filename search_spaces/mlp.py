@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from torch import nn
 
 from nas.elastic import ElasticLinear, ElasticLowRankLinear, ElasticSequential
-from nas.space import Choice
+from nas.space import Choice, Config
 from nas.supernet import Supernet
 from search_spaces import register
 
@@ -58,3 +59,21 @@ class MLP(Supernet):
             ElasticLinear(max(max_width, in_features), num_classes),
         )
         super().__init__(body, (in_features,), family="mlp", family_args=args)
+
+    def canonical(self, config: Mapping[str, Any]) -> Config:
+        """Equivalent configs as one: a block's rank of at least min(its input width, its width) is full rank.
+
+        Example:
+            >>> net = MLP(depths=(2,), widths=(16, 32), ranks=(8, 16, 32))
+            >>> net.canonical({"depth": 2, "blocks.0.width": 16, "blocks.0.rank": 16, "blocks.1.width": 32, "blocks.1.rank": 16})["blocks.1.rank"]
+            32
+        """
+        out = super().canonical(config)
+        in_width = self.family_args["in_features"]
+        for i, block in enumerate(self.body[1].blocks[: int(out.get("depth", 0))]):
+            layer, width = block[0], out.get(f"blocks.{i}.width")
+            if width is None:
+                break
+            out.update(layer.equivalent(out, in_width=in_width))
+            in_width = int(width)
+        return out

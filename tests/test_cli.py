@@ -107,7 +107,7 @@ BAD = [
     (["search", "--spec", "{dir}/nope.toml"], None, "spec file {dir}/nope.toml does not exist"),
     (["search", "--space", "resnet"], None, "--space must be one of ['cell', 'cnn', 'cnn1d', 'mlp', 'transformer'], got 'resnet'"),
     (["search", "--searcher", "annealing"], None, "--searcher must be one of ['dp', 'evolution', 'evopress', 'guided', 'optuna', 'random', 'tangle'], got 'annealing'"),
-    (["search", "--objectives", "acc:max,params:min"], None, "--objectives names unknown metric 'acc'; the metrics are: accuracy, loss, params, macs, model_bits, bitops, latency_ms"),
+    (["search", "--objectives", "acc:max,params:min"], None, "--objectives names unknown metric 'acc'; the metrics are: accuracy, loss, mae, r2, params, macs, model_bits, bitops, latency_ms"),
     (["search", "--objectives", "accuracy:up"], None, "--objectives: The 'direction' of objective 'accuracy' must be one of ['max', 'min'], got 'up'"),
     (["search", "--budget", "many"], None, "--budget must be an int >= 1, got 'many'"),
     (["search", "--budget", "0"], None, "--budget must be an int >= 1, got 0"),

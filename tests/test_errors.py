@@ -33,7 +33,7 @@ def test_every_project_exception_derives_from_nas_error_and_keeps_its_value_erro
     assert {"RunError", "SpecError", "InvalidConfig", "InvalidObjective", "ExportError", "ReportError", "NotFittedError"} <= names
     assert [c.__name__ for c in classes if not issubclass(c, nas.NASError)] == []
     # bad input stays a ValueError; what goes wrong while working (a file, a lock, training) is a RuntimeError
-    working = ("ExportError", "RunDirError", "RunLocked", "CorruptFile", "Diverged")
+    working = ("ExportError", "RunDirError", "RunLocked", "CorruptFile", "Diverged", "SearchFailed")
     assert {c.__name__ for c in classes} >= set(working)
     assert all(issubclass(c, ValueError) for c in classes if c.__name__ not in ("NASError", *working))
     assert all(issubclass(c, RuntimeError) for c in classes if c.__name__ in working)

@@ -170,7 +170,7 @@ def test_mse_regression_reports_the_loss_instead_of_accuracy():
     history = train_supernet(net, data, loss=nn.MSELoss(), epochs=3, lr=1e-2, batch_size=64, progress=False)
     assert "largest_accuracy" not in history[-1] and history[-1]["largest_loss"] < history[0]["largest_loss"]
     (ev,) = evaluate(net, [net.largest()], data)
-    assert set(ev.metrics) == {"loss", "params", "macs"}
+    assert set(ev.metrics) == {"loss", "mae", "r2", "params", "macs"}
     with pytest.raises(ValueError, match="regression"):
         train_supernet(net, data, distill="kl", **FAST)
     result = train_standalone(net, net.smallest(), data, epochs=2)

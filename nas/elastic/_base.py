@@ -77,6 +77,15 @@ class ElasticModule(nn.Module):
         """The dimensions this module owns."""
         return list(self._choices)
 
+    def equivalent(self, config: Mapping[str, Value], in_width: int | None = None) -> dict[str, Value]:
+        """Values of this module's dimensions to use instead of `config`'s, for the same sub-layer.
+
+        A layer declares configs with the same effective sub-layer here (none by default);
+        `Supernet.canonical` applies a replacement when every layer sharing the dimension
+        proposes it. `in_width`: the input width when the caller knows it (else the largest).
+        """
+        return {}
+
     def _configure(self, config: Mapping[str, Value]) -> None:
         """Take this module's values from `config` (absent ones: largest)."""
         for choice in self._choices:

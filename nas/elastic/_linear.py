@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.elastic._base import ElasticModule, Size, check_size
-from nas.space import Choice
+from nas.elastic._base import ElasticModule, Rule, Size, check_size
+from nas.space import Choice, Value
 
 
 def _features(inputs: tuple) -> tuple[int, int]:
@@ -133,6 +133,28 @@ class ElasticLowRankLinear(ElasticModule):
             if linear.bias is not None:
                 layer.bias.copy_(linear.bias)
         return layer.to(linear.weight.device)
+
+    def equivalent(self, config: Mapping[str, Value], in_width: int | None = None) -> dict[str, Value]:
+        """A rank of at least min(in, out) is full rank: every such rank is the largest one.
+
+        Example:
+            >>> layer = ElasticLowRankLinear(64, 16, rank=Choice("rank", [4, 16, 32]))
+            >>> layer.equivalent({"rank": 16}), layer.equivalent({"rank": 4})
+            ({'rank': 32}, {})
+        """
+        if not isinstance(self.rank, Choice) or self.rank.name not in config:
+            return {}
+        if isinstance(self.out, Choice):
+            if self.out.name not in config:
+                return {}
+            out = int(config[self.out.name])
+        elif isinstance(self.out, Rule):
+            return {}
+        else:
+            out = self.out_features
+        full = min(self.in_features if in_width is None else in_width, out)
+        rank, largest = config[self.rank.name], self.rank.values[-1]
+        return {self.rank.name: largest} if rank != largest and int(rank) >= full else {}
 
     def active_rank(self, in_width: int) -> int:
         """The rank used now: the ordered-dropout cutoff if set, else the configured one."""

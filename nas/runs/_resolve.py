@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nas.data import KINDS, MNIST1D_KINDS, digits, mnist1d, sample_shape
+from nas.data import KINDS, MNIST1D_KINDS, check_metrics, digits, mnist1d, sample_shape
 from nas.data import resolve as resolve_data
 from nas.errors import SpecError
 from nas.metrics import METRICS, check_constraints, of
@@ -55,12 +55,16 @@ class Resolving:
         net = self.build_net()
         if not custom:
             self._values["space"]["args"] = normal(dict(net.family_args))
-        self._resolve_data(net)
+        data = self._resolve_data(net)
         method = self.method
         if method.trains:
             self._resolve_train()
         objectives = self._resolve_objectives()
         self._resolve_constraints(net)
+        try:
+            check_metrics(data, objectives)
+        except ValueError as err:
+            raise SpecError(f"{self.label('search.objectives')}: {first_line(err)}") from None
         self._values["search"]["args"] = method.resolve(self, net, objectives)
         self._resolve_backend()
         self._resolved = True
@@ -151,6 +155,8 @@ class Resolving:
         if not module or not attr:
             raise SpecError(f"{self.label('data.source')} must be 'digits', 'mnist1d' or 'package.module:function', got {source!r}")
         made = self._call_data_source()
+        if made is None:
+            raise SpecError(f"{self.label('data.source')} = {source!r} returned None; it must return the data (a (train, val) pair or a nas.data.Data)")
         try:
             return resolve_data(net, made)
         except (TypeError, ValueError) as err:
@@ -217,14 +223,13 @@ class Resolving:
             "backend_kwargs": backend_kwargs,
         }
 
-    def _resolve_data(self, net: Any) -> None:
+    def _resolve_data(self, net: Any) -> Any:
+        data = self.data(net)
         if self["data.source"] in ("digits", "mnist1d"):
-            self.data(net)
             make = digits if self["data.source"] == "digits" else mnist1d
             defaults = {k: p.default for k, p in inspect.signature(make).parameters.items() if k != "kind" and p.kind is p.POSITIONAL_OR_KEYWORD}
             self._values["data"]["args"] = {**defaults, **self["data.args"]}
-        else:
-            self.data(net)
+        return data
 
     def _resolve_train(self) -> None:
         strategy = self.strategy()

@@ -114,7 +114,7 @@ class Searcher:
         keys: list[str] = []
         seen: set[str] = set()
         for config in self._ask(n)[:n]:
-            config = self.space.validate(config)
+            config = self.space.canonical(self.space.validate(config))  # one config per subnet
             key = self.space.key(config)
             if key in seen or self.taken(key) or not self.feasible(config, key):
                 continue
@@ -301,6 +301,7 @@ class Searcher:
         def fresh(config: Config | None) -> bool:
             if config is None:
                 return False
+            config = self.space.canonical(config)
             key = self.space.key(config)
             if key in keys or key in exclude or self.taken(key) or not self.feasible(config, key):
                 return False
