@@ -16,6 +16,7 @@ from nas.data import resolve
 from nas.evaluate import default_loss, evaluate
 from nas.evaluation import Evaluation
 from nas.latency import LatencyTable
+from nas.metrics import default_reference
 from nas.pareto import Constraint, Objective, parse_objectives
 from nas.result import SearchResult, hypervolume_history, write_front
 from nas.rundir import RunDir
@@ -251,7 +252,8 @@ class _Search:
         return evaluate(self.net, configs, self.data, metrics=self.wanted, latency=self.timed, loss=self.loss, **self.options.evaluate_kwargs)
 
     def reference(self, evaluations: list[Evaluation]) -> dict[str, float]:
-        return _reference(self.options.objectives, evaluations, self.largest)
+        ref = default_reference(self.options.objectives, self.largest, evaluations)  # the one rule; a metric not yet seen sits at 0
+        return {o.name: ref[o.name] if ref[o.name] is not None else o.sign * 1e-9 for o in self.options.objectives}
 
     def record(self) -> Evaluation:
         """Evaluate the architecture the parameters now choose, and keep it (in the store too)."""
@@ -377,21 +379,6 @@ def _arch_optimizer(spec: Any, params: list[nn.Parameter], lr: float, weight_dec
     if spec == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
     raise ValueError(f"The 'arch_optimizer' parameter must be 'adam', 'sgd' or a callable (params, lr) -> Optimizer, got {spec!r}.")
-
-
-def _reference(objectives: list[Objective], evaluations: list[Evaluation], largest: dict[str, float]) -> dict[str, float]:
-    """Accuracy 0, costs 1.1x the largest subnet's, other metrics 1.5x the worst seen."""
-    out = {}
-    for o in objectives:
-        if o.name == "accuracy":
-            out[o.name] = 0.0
-        elif o.name in largest:
-            out[o.name] = 1.1 * largest[o.name]
-        else:
-            seen = [e.metrics[o.name] for e in evaluations if e.ok and o.name in e.metrics]
-            worst = (max(seen) if o.direction == "min" else min(seen)) if seen else 0.0
-            out[o.name] = worst + o.sign * (0.5 * abs(worst) + 1e-9)
-    return out
 
 
 def _optimizer_name(spec: Any) -> Any:
