@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.elastic._base import ElasticModule, Rule, Size, check_size
+from nas.elastic._norm import BatchNormSlices
 from nas.space import Choice, Value
 
 DOWNSAMPLES = ("stride", "max", "avg", "none")
@@ -119,7 +120,7 @@ class ElasticConv1d(ElasticModule):
         return dense
 
 
-class ElasticBatchNorm1d(ElasticModule):
+class ElasticBatchNorm1d(BatchNormSlices):
     """BatchNorm over the leading ``C`` channels of a ``(B, C, L)`` input (``C`` read from the input).
 
     Example:
@@ -132,38 +133,7 @@ class ElasticBatchNorm1d(ElasticModule):
         momentum: running-statistics momentum.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
-        super().__init__()
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
-        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        if self.training:
-            self.num_batches_tracked.add_(1)
-        mean, var, weight, bias = self._cached(c, lambda: self._slices(c))
-        return F.batch_norm(x, mean, var, weight, bias, self.training, self.momentum, self.eps)
-
-    def _slices(self, c: int) -> tuple[torch.Tensor, ...]:
-        tensors = (self.running_mean, self.running_var, self.weight, self.bias)
-        return tensors if c == self.num_features else tuple(t[:c] for t in tensors)
-
-    def _cost(self, inputs, output):
-        c = inputs[0].shape[1]
-        return 2 * c, output[0].numel(), {"op": "batchnorm", "channels": c}
-
-    def to_dense(self, inputs, densify):
-        c = inputs[0].shape[1]
-        dense = nn.BatchNorm1d(c, eps=self.eps, momentum=self.momentum)
-        with torch.no_grad():
-            for name in ("weight", "bias", "running_mean", "running_var"):
-                getattr(dense, name).copy_(getattr(self, name)[:c])
-            dense.num_batches_tracked.copy_(self.num_batches_tracked)
-        return dense
+    dense_class = nn.BatchNorm1d
 
 
 class ElasticPool1d(ElasticModule):

@@ -9,18 +9,10 @@ from torch import nn
 from nas.elastic._base import ElasticModule
 
 
-class ElasticBatchNorm2d(ElasticModule):
-    """BatchNorm over the leading ``C`` channels of its input (``C`` read from the input).
+class BatchNormSlices(ElasticModule):
+    """BatchNorm over the leading ``C`` channels of its input (``C`` read from the input); subclasses name the dense layer they extract to (`dense_class`)."""
 
-    Example:
-        >>> ElasticBatchNorm2d(16)(torch.zeros(2, 8, 4, 4)).shape
-        torch.Size([2, 8, 4, 4])
-
-    Args:
-        num_features: largest number of channels.
-        eps: added to the variance.
-        momentum: running-statistics momentum.
-    """
+    dense_class: type[nn.Module]
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__()
@@ -48,12 +40,28 @@ class ElasticBatchNorm2d(ElasticModule):
 
     def to_dense(self, inputs, densify):
         c = inputs[0].shape[1]
-        dense = nn.BatchNorm2d(c, eps=self.eps, momentum=self.momentum)
+        dense = self.dense_class(c, eps=self.eps, momentum=self.momentum)
         with torch.no_grad():
             for name in ("weight", "bias", "running_mean", "running_var"):
                 getattr(dense, name).copy_(getattr(self, name)[:c])
             dense.num_batches_tracked.copy_(self.num_batches_tracked)
         return dense
+
+
+class ElasticBatchNorm2d(BatchNormSlices):
+    """BatchNorm over the leading ``C`` channels of its input (``C`` read from the input).
+
+    Example:
+        >>> ElasticBatchNorm2d(16)(torch.zeros(2, 8, 4, 4)).shape
+        torch.Size([2, 8, 4, 4])
+
+    Args:
+        num_features: largest number of channels.
+        eps: added to the variance.
+        momentum: running-statistics momentum.
+    """
+
+    dense_class = nn.BatchNorm2d
 
 
 class ElasticLayerNorm(ElasticModule):
