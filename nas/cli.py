@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from nas.devices import resolve_device
 from nas.errors import ExportInputError, NASError, RunError
 from nas.export import export, parse_formats
 from nas.registry import FAMILIES, build_family
@@ -38,22 +39,23 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_BAD_INPUT)
 
 
-def _spec_flags(parser: argparse.ArgumentParser) -> None:
+def _spec_flags(parser: argparse.ArgumentParser, *, training: bool = False) -> None:
     parser.add_argument("--spec", metavar="FILE", help="run spec (TOML); default: the run directory's spec.toml, else the built-in demo")
     parser.add_argument("--run", metavar="DIR", help="run directory (default: runs/<name>); an existing one is resumed")
-    metavars = {"space": "NAME", "searcher": "NAME", "backend": "NAME", "ray_address": "ADDR", "objectives": "LIST", "model": "MODULE:FUNC"}
+    metavars = {"device": "DEV", "precision": "P", "train_backend": "NAME", "space": "NAME", "searcher": "NAME", "backend": "NAME", "ray_address": "ADDR", "objectives": "LIST", "model": "MODULE:FUNC"}
     parser.add_argument("--constraint", dest="spec_constraints", action="append", metavar="BOUND",
                         help="a hard bound on a cost metric, e.g. params<=50000 or latency_ms<=2 (repeatable, or comma-separated); "
                         "added to the spec's search.constraints")
     for name, f in flags().items():
-        if name == "constraints":
-            continue
+        if name == "constraints" or (training and name == "backend"):
+            continue  # `nas train --backend` is the training backend
         allowed = f.allowed()
         choices = f" (one of: {', '.join(allowed)})" if allowed else ""
         text = f"{f.help}{choices} [{f.key}]"
         if f.kind == "strs":
             text += "; comma-separated"
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=f"spec_{name}", metavar=metavars.get(name, "N"), help=text)
+        names = [f"--{name.replace('_', '-')}"] + (["--backend"] if training and name == "train_backend" else [])
+        parser.add_argument(*names[::-1], dest=f"spec_{name}", metavar=metavars.get(name, "N"), help=text)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     _trust_flag(parser)
 
@@ -77,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_search)
 
     p = sub.add_parser("train", help="train (or finish training) a run's supernet only",
-                       description="Train the spec's supernet into its run directory, resuming from the last checkpoint.")
-    _spec_flags(p)
+                       description="Train the spec's supernet into its run directory, resuming from the last checkpoint; "
+                                   "--backend ray --workers N trains it data-parallel on Ray Train workers.")
+    _spec_flags(p, training=True)
     p.set_defaults(handler=_train)
 
     p = sub.add_parser("export", help="export a picked subnet as a dense model (pt, TorchScript, ONNX)",
@@ -88,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, metavar="JSON", help="export this config instead of a pick, e.g. '{\"depth\": 1, ...}'")
     p.add_argument("--format", default="pt,torchscript,onnx", help="comma-separated formats: pt, torchscript, onnx (default: all)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: RUN/export/<pick>)")
+    p.add_argument("--device", default="cpu", metavar="DEV",
+                   help="where the subnet is extracted and checked: auto, cpu (default) or cuda; model.pt always loads on the CPU")
     _trust_flag(p)
     p.set_defaults(handler=_export)
 
@@ -198,9 +203,11 @@ def _export(args: argparse.Namespace) -> int:
             raise ExportInputError(f"--config is not valid JSON: {err}") from None
         if not isinstance(pick, dict):
             raise ExportInputError(f"--config must be a JSON object of dimension -> value, got {args.config!r}")
+    device = resolve_device(args.device, parameter="--device")
     run = load_run(args.run, trust=args.trust)
     if isinstance(pick, dict):
         run.space.validate(pick)  # before the supernet is loaded
+    run.net.to(device)  # once
     done = export(run, pick, args.out, formats)
     print(f"exported {', '.join(f'{k}={_fmt(v)}' for k, v in done.metrics.items())}")
     print(f"config: {json.dumps(done.config)}")

@@ -74,7 +74,8 @@ def test_flags_keywords_and_spec_file_are_one_schema(tmp_path):
     assert from_flags == from_keywords
     assert from_file.to_dict()["search"] == from_flags.to_dict()["search"]
     assert from_file["train.epochs"] == from_flags["train.epochs"] == 2
-    assert set(flags()) == {"seed", "space", "epochs", "searcher", "objectives", "constraints", "budget", "backend", "ray_address", "model"}
+    assert set(flags()) == {"seed", "space", "epochs", "searcher", "objectives", "constraints", "budget", "backend", "ray_address", "model",
+                             "device", "precision", "train_backend", "workers"}
     assert all(f.key.count(".") <= 1 for f in FIELDS)
 
 

@@ -198,6 +198,9 @@ class Resolving:
             "schedule": self["train.schedule"],
             "grad_clip": self["train.grad_clip"],
             "seed": self["seed"],
+            "precision": self["train.precision"],
+            **({"backend": "ray", "workers": self["train.workers"], "device": self["device"], "ray_address": self["backend.address"]}
+               if self["train.backend"] == "ray" else {}),
         }
 
     def search_kwargs(self) -> dict[str, Any]:
@@ -208,7 +211,7 @@ class Resolving:
             "latency_batch_size": self["evaluate.latency_batch_size"],
             **self["backend.args"],
         }
-        if self["backend.address"] is not None:
+        if self["backend.address"] is not None and self["backend.name"] == "ray":
             backend_kwargs["address"] = self["backend.address"]
         return {
             "objectives": list(self["search.objectives"]),
@@ -263,5 +266,28 @@ class Resolving:
         self._values["search"]["constraints"] = out
 
     def _resolve_backend(self) -> None:
-        if self["backend.address"] is not None and self["backend.name"] != "ray":
-            raise SpecError(f"{self.label('backend.address')} applies only to the ray backend (backend is {self['backend.name']!r})")
+        ray_training = self.method.trains and self["train.backend"] == "ray"
+        if self["backend.address"] is not None and self["backend.name"] != "ray" and not ray_training:
+            raise SpecError(f"{self.label('backend.address')} applies only to the ray backend or train.backend = 'ray' "
+                            f"(backend is {self['backend.name']!r}, train.backend {self['train.backend']!r})")
+        if self.method.trains and self["train.workers"] is not None and self["train.backend"] != "ray":
+            raise SpecError(f"{self.label('train.workers')} applies only to train.backend = 'ray' (train.backend is {self['train.backend']!r})")
+
+    def device(self, *, training_only: bool = False) -> Any:
+        """The `torch.device` the supernet lives on in this process (``device`` resolved here), checked
+        with ``train.precision``; None when only Ray workers train (`training_only` with train.backend = 'ray').
+
+        Raises `SpecError` naming the key for CUDA where torch sees none, or bf16 off CUDA.
+        """
+        from nas.devices import DeviceError, check_precision, resolve_device
+
+        ray_training = self.method.trains and self["train.backend"] == "ray"
+        if training_only and ray_training:
+            return None  # the workers' devices are the cluster's affair (checked when training starts)
+        try:
+            device = resolve_device(self["device"], parameter=self.label("device"))
+            if self.method.trains and not ray_training:
+                check_precision(self["train.precision"], device, parameter=self.label("train.precision"))
+        except DeviceError as err:
+            raise SpecError(first_line(err)) from None
+        return device

@@ -198,7 +198,14 @@ def run_spec(
     method = spec.method
     if train_only and not method.trains:
         raise RunError(f"searcher {spec['search.searcher']!r} trains the supernet during its search: run `nas search`, not `nas train`")
+    device = spec.device(training_only=train_only)  # checked before the run directory is touched
+    if method.trains and spec["train.backend"] == "ray" and spec["backend.address"] is not None:
+        from nas.training import check_address
+
+        check_address(spec["backend.address"], parameter=spec.label("backend.address"))
     net = spec.build_net()
+    if device is not None:
+        net.to(device)  # once: training, evaluation and latency run where the supernet is
     data = spec.data(net)
     path = prepare(spec, run)
     with RunDir(path).lock():  # one writing process per run

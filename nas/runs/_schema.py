@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from nas.backends import names as backend_names
+from nas.devices import DEVICES, PRECISIONS
 from nas.methods import searcher_names
 from nas.registry import FAMILIES
 from nas.schema import Field
 from nas.training import BATCH_SIZE, EPOCHS, LR, OPTIMIZERS, SCHEDULES, STRATEGIES, WEIGHT_DECAY
+
+
+TRAIN_BACKENDS = ("local", "ray")
 
 
 def _strategies() -> list[str]:
@@ -16,6 +20,8 @@ def _strategies() -> list[str]:
 FIELDS: tuple[Field, ...] = (
     Field("name", "str", "run", "run name; the run directory is runs/<name>", identity=False),
     Field("seed", "int", 0, "seed of the supernet's initial weights, its training and the search", flag="seed", minimum=0),
+    Field("device", "str", "auto", "where the supernet trains, is evaluated and timed: 'auto' (CUDA when present), 'cpu' or 'cuda'; "
+          "with train.backend = 'ray', whether the training workers get GPUs", flag="device", choices=DEVICES, identity=False),
     Field("space.family", "str", "mlp", "supernet family (see `nas spaces`)", flag="space", choices=FAMILIES.names),
     Field("space.args", "table", {}, "the family's arguments (e.g. widths = [16, 32]); with space.source: the function's"),
     Field("space.source", "str", None, "'package.module:function' returning your model, or (model, example_input), "
@@ -33,6 +39,11 @@ FIELDS: tuple[Field, ...] = (
     Field("train.schedule", "str", "cosine", "learning-rate schedule", choices=SCHEDULES),
     Field("train.distill", "str", "default", "in-place distillation ('default': the strategy's)", choices=("default", "kl", "alpha", "off")),
     Field("train.grad_clip", "float", None, "clip the gradient norm to this value (unset: no clipping)", minimum=0, above=True),
+    Field("train.precision", "str", "fp32", "training precision: 'fp32', or 'bf16' autocast (CUDA only)", flag="precision", choices=PRECISIONS),
+    Field("train.backend", "str", "local", "where the supernet trains: 'local' (this process) or 'ray' (data-parallel Ray Train workers; "
+          "`nas train --backend`)", flag="train_backend", choices=TRAIN_BACKENDS, identity=False),
+    Field("train.workers", "int", None, "Ray Train workers with train.backend = 'ray' (unset: one per GPU, else per CPU of the cluster)",
+          flag="workers", minimum=1, identity=False),
     Field("evaluate.batch_size", "int", 256, "evaluation batch size", minimum=1),
     Field("evaluate.calibration_batches", "int", 4, "training batches that recalibrate BatchNorm per subnet", minimum=0),
     Field("evaluate.latency", "str", None, "how latency_ms is obtained (default: 'table' when it is an objective)", choices=("table", "measured")),

@@ -9,6 +9,7 @@ TangleNAS' bi-level search (`nas.tangle.search_tangle`) is another `Step` of the
 
 from nas.training._base import STRATEGIES, Strategy, get_strategy
 from nas.training._distill import DISTILLS, AlphaDivergence, kl_divergence
+from nas.training._distributed import DistributedError, Replica, check_address, train_distributed
 from nas.training._family import family_recipe
 from nas.training._fit import Diverged, Step, fit, read_checkpoint, save_checkpoint
 from nas.training._loop import (
@@ -49,14 +50,17 @@ __all__ = [
     "WEIGHT_DECAY",
     "AlphaDivergence",
     "Diverged",
+    "DistributedError",
     "OrderedDropout",
     "Recipe",
+    "Replica",
     "Sandwich",
     "StandaloneResult",
     "Step",
     "Strategy",
     "Supervised",
     "Uniform",
+    "check_address",
     "check_recipe",
     "fit",
     "family_recipe",
@@ -69,6 +73,7 @@ __all__ = [
     "reinitialise",
     "save_checkpoint",
     "steps_per_epoch",
+    "train_distributed",
     "train_standalone",
     "train_supernet",
 ]

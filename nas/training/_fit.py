@@ -20,7 +20,7 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,10 @@ class Step:
         """Update on one training batch (gradients, clipping, optimizer steps); return its loss."""
         raise NotImplementedError
 
+    def batches(self, data: Data, batch_size: int, seed: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's training batches (`Data.train_batches`); a distributed step serves its shard of each."""
+        return data.train_batches(batch_size, seed, device)
+
     def end_epoch(self, epoch: int, loss: float) -> dict[str, Any]:
         """The epoch's record, given its mean training loss (validation goes here)."""
         return {"loss": loss}
@@ -109,6 +113,8 @@ def fit(
     progress: bool = True,
     callback: Callable[[dict[str, Any]], bool | None] | None = None,
     desc: str = "train",
+    lock: bool = True,
+    save: bool = True,
 ) -> list[dict[str, Any]]:
     """Run `step` over `recipe.epochs` passes of `data`'s training split; returns the per-epoch history.
 
@@ -125,6 +131,10 @@ def fit(
             (refuse) or ``"restart"`` (start afresh and replace it).
         progress: show a progress bar.
         callback: called with each epoch's record; returning True stops training.
+        lock: take the run directory's lock (False: a process that holds it, such as the
+            driver of a distributed run, writes through this one).
+        save: write the checkpoint after every epoch (False: read it to resume, never
+            write it: a distributed worker other than rank 0).
 
     Raises:
         Diverged: a non-finite loss or non-finite weights, naming the epoch and step and
@@ -136,7 +146,7 @@ def fit(
         raise ValueError(f"The 'other_kinds' parameter must be 'error' or 'restart', got {other_kinds!r}.")
     rundir = RunDir(run) if run is not None and not isinstance(run, RunDir) else run
     full = {**dict(identity or {}), **recipe.record()}
-    with rundir.lock() if rundir is not None else contextlib.nullcontext():
+    with rundir.lock() if rundir is not None and lock else contextlib.nullcontext():
         torch.manual_seed(recipe.seed)
         history: list[dict[str, Any]] = []
         start = steps = 0
@@ -147,7 +157,7 @@ def fit(
                 _check_resumable(state, full, rundir.checkpoint)
                 _restore(step, state)
                 history, start, steps = list(state["history"]), int(state["epoch"]), int(state["step"])
-        return _loop(step, data, recipe, full, rundir, history, start, steps, progress, callback, desc)
+        return _loop(step, data, recipe, full, rundir if save else None, history, start, steps, progress, callback, desc)
 
 
 def _loop(step, data, recipe, full, rundir, history, start, steps, progress, callback, desc) -> list[dict[str, Any]]:
@@ -162,7 +172,7 @@ def _loop(step, data, recipe, full, rundir, history, start, steps, progress, cal
             step.model.train()
             step.begin_epoch(epoch)
             total, count = 0.0, 0
-            for x, y in data.train_batches(recipe.batch_size, recipe.seed * 1_000_003 + epoch, device):
+            for x, y in step.batches(data, recipe.batch_size, recipe.seed * 1_000_003 + epoch, device):
                 value = step(x, y)
                 count += 1
                 if not math.isfinite(value):

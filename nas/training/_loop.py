@@ -12,12 +12,13 @@ import torch
 from torch import nn
 
 from nas.data import Data, resolve
+from nas.devices import PRECISIONS, autocast, check_precision, resolve_device
 from nas.evaluate import default_loss, evaluate, score
 from nas.rundir import CHECKPOINT, RunDir
 from nas.training._base import LossFn, Strategy, get_strategy
 from nas.training._distill import DistillFn, make_distill
 from nas.training._family import family_recipe
-from nas.training._fit import Step, fit, read_checkpoint
+from nas.training._fit import Step, _device, fit, read_checkpoint
 from nas.training._recipe import (
     BATCH_SIZE,
     EPOCHS,
@@ -28,7 +29,7 @@ from nas.training._recipe import (
     ScheduleSpec,
 )
 
-__all__ = ["CHECKPOINT", "StandaloneResult", "Supervised", "load_checkpoint", "reinitialise", "train_standalone", "train_supernet"]
+__all__ = ["CHECKPOINT", "Plan", "StandaloneResult", "Supervised", "load_checkpoint", "reinitialise", "train_standalone", "train_supernet"]
 
 
 def train_supernet(
@@ -50,6 +51,14 @@ def train_supernet(
     resume: bool = False,
     progress: bool = True,
     callback: Callable[[dict[str, Any]], bool | None] | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+    backend: str = "local",
+    workers: int | None = None,
+    use_gpu: bool | None = None,
+    ray_address: str | None = None,
+    cpus_per_worker: float = 1,
+    max_failures: int = 3,
 ) -> list[dict[str, Any]]:
     """Train a supernet in place so that its subnets need no retraining; returns the per-epoch history.
 
@@ -61,7 +70,7 @@ def train_supernet(
         ['epoch', 'largest_accuracy', 'largest_loss', 'loss', 'lr', 'seconds', 'smallest_accuracy', 'smallest_loss']
 
     Args:
-        net: the supernet (trained in place, on the device of its parameters).
+        net: the supernet (trained in place, on the device of its parameters unless `device` is given).
         data: as `nas.data.resolve` takes it (None: the family's digits split).
         strategy: ``"sandwich"``, ``"uniform"``, ``"ordered_dropout"`` or a `Strategy`.
             None (and None for epochs, lr, batch_size, weight_decay, distill): the family's
@@ -70,7 +79,8 @@ def train_supernet(
             mean squared error otherwise (then the validation loss is the metric).
         epochs: passes over the training data.
         lr: peak learning rate.
-        batch_size: batch size (a `DataLoader` keeps its own).
+        batch_size: batch size (a `DataLoader` keeps its own); with ``backend="ray"`` the
+            global batch, split evenly over the workers.
         distill: in-place distillation of the others from the largest subnet: ``"kl"``,
             ``"alpha"`` (AlphaNet's adaptive alpha-divergence), a callable
             ``(student, teacher) -> scalar``, False (off), or None (the strategy's default:
@@ -90,7 +100,27 @@ def train_supernet(
         resume: continue from the checkpoint in `run` (if there is one), bit-for-bit as
             the uninterrupted run would have gone; the recipe must match it.
         progress: show a tqdm bar (epoch, loss, largest/smallest validation accuracy).
-        callback: called with each epoch's history record; returning True stops training.
+        callback: called with each epoch's history record; returning True stops training
+            (local backend only).
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``: the
+            supernet is moved there once and stays there; None: where it is
+            (`nas.devices.resolve_device`; CUDA where there is none raises `nas.devices.DeviceError`).
+            With ``backend="ray"`` it says whether the workers get GPUs (``"auto"``: when the
+            cluster has them) unless `use_gpu` is given.
+        precision: ``"fp32"``, or ``"bf16"``: each step's forward and backward passes under
+            CUDA bf16 autocast (weights, optimizer and checkpoint stay float32); CUDA only.
+        backend: ``"local"`` (this process) or ``"ray"``: data-parallel training on a Ray
+            cluster through Ray Train (`nas.training.train_distributed`; the same subnets on
+            every worker each step, one gradient all-reduce per step, each worker its shard
+            of every batch). The strategies are unchanged.
+        workers: with ``backend="ray"``, the training processes (default: one per GPU when
+            the workers use GPUs, else one per `cpus_per_worker` CPUs of the cluster).
+        use_gpu: with ``backend="ray"``, one GPU per worker (None: when the cluster has GPUs).
+        ray_address: with ``backend="ray"``: None (join ``RAY_ADDRESS`` when set, else start a
+            private Ray on 127.0.0.1 for the call), ``"auto"`` or ``"host:port"``.
+        cpus_per_worker: with ``backend="ray"``, CPUs (and torch threads) per worker.
+        max_failures: with ``backend="ray"``, restarts of the worker group after a worker
+            dies; each restart resumes from the last epoch's checkpoint.
 
     Each history record holds ``epoch``, ``loss`` (mean training loss of the reported
     subnet), ``lr``, ``largest_accuracy``/``largest_loss`` and ``smallest_accuracy``/
@@ -100,6 +130,48 @@ def train_supernet(
     A non-finite loss stops training with `nas.training.Diverged` (naming the epoch and
     step); the checkpoint of the last finite epoch is kept.
     """
+    if backend not in ("local", "ray"):
+        raise ValueError(f"The 'backend' parameter of train_supernet must be 'local' or 'ray', got {backend!r}.")
+    if backend == "local":
+        for name, value in (("workers", workers), ("use_gpu", use_gpu), ("ray_address", ray_address)):
+            if value is not None:
+                raise ValueError(f"The '{name}' parameter of train_supernet applies only to backend='ray' (backend is 'local').")
+    plan = plan_supernet(net, data, strategy, loss, epochs=epochs, lr=lr, batch_size=batch_size, distill=distill,
+                         optimizer=optimizer, weight_decay=weight_decay, schedule=schedule, grad_clip=grad_clip,
+                         seed=seed, precision=precision)
+    if backend == "ray":
+        from nas.training._distributed import train_distributed
+
+        if callback is not None:
+            raise ValueError("The 'callback' parameter of train_supernet applies only to backend='local' (the workers run elsewhere).")
+        return train_distributed(net, plan, run=run, resume=resume, workers=workers, use_gpu=use_gpu, device=device,
+                                 address=ray_address, cpus_per_worker=cpus_per_worker, max_failures=max_failures,
+                                 progress=progress)
+    if device is not None:
+        net.to(resolve_device(device))  # once: the supernet stays on the device
+    check_precision(precision, _device(net))
+    step = supernet_step(net, plan)
+    return fit(step, plan.data, plan.recipe, identity=plan.identity, run=run, resume=resume, progress=progress,
+               callback=callback, desc=f"train {getattr(net, 'family', 'supernet')}")
+
+
+class Plan(NamedTuple):
+    """What `train_supernet` trains with, resolved once (and shipped to distributed workers)."""
+
+    data: Data
+    recipe: Recipe
+    strategy: Strategy
+    loss: LossFn
+    distill: DistillFn | None
+    identity: dict[str, Any]
+    precision: str
+
+
+def plan_supernet(net: nn.Module, data: Any, strategy: Any, loss: Any, *, epochs, lr, batch_size, distill, optimizer,
+                  weight_decay, schedule, grad_clip, seed, precision) -> Plan:
+    """`train_supernet`'s arguments resolved against the family's recipe and the data (checked up front)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"The 'precision' parameter of train_supernet must be one of {list(PRECISIONS)}, got {precision!r}.")
     data = resolve(net, data)
     given = {"strategy": strategy, "epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "distill": distill}
     defaults = family_recipe(net, data, **given)  # the family's recipe for what was not given
@@ -117,7 +189,16 @@ def train_supernet(
         "strategy_params": _plain(strat.params()),
         "distill": distill_name,
     }
-    rng = np.random.default_rng(seed)
+    if precision != "fp32":  # recorded only when not the default: older checkpoints still resume
+        identity["precision"] = precision
+    return Plan(data, recipe, strat, loss_fn, distill_fn, identity, precision)
+
+
+def supernet_step(net: nn.Module, plan: Plan, step_class: type[Supervised] | None = None, **extra: Any) -> Supervised:
+    """The `Supervised` step training `net` by `plan` (the strategy's step under the precision's autocast)."""
+    rng = np.random.default_rng(plan.recipe.seed)
+    data, strat, loss_fn, distill_fn = plan.data, plan.strategy, plan.loss, plan.distill
+    device = _device(net)
 
     def validate() -> dict[str, float]:
         record: dict[str, float] = {}
@@ -129,9 +210,11 @@ def train_supernet(
                 record[f"{which}_loss"] = math.nan
         return record
 
-    step = Supervised(net, lambda x, y: strat.step(net, x, y, rng, loss_fn, distill_fn), recipe, data, validate, rng)
-    return fit(step, data, recipe, identity=identity, run=run, resume=resume, progress=progress, callback=callback,
-               desc=f"train {getattr(net, 'family', 'supernet')}")
+    def forward_backward(x: torch.Tensor, y: torch.Tensor) -> float:
+        with autocast(plan.precision, device):
+            return strat.step(net, x, y, rng, loss_fn, distill_fn)
+
+    return (step_class or Supervised)(net, forward_backward, plan.recipe, data, validate, rng, **extra)
 
 
 class Supervised(Step):

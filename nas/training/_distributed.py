@@ -1,0 +1,346 @@
+"""`train_distributed`: data-parallel supernet training on a Ray cluster through Ray Train.
+
+How it works, and why:
+
+* Ray Train's `TorchTrainer` starts `workers` processes (a GPU each, or `cpus_per_worker`
+  CPUs) and sets up their torch.distributed process group (gloo on CPU, NCCL on GPU). Each
+  runs the one training loop, `nas.training.fit`, with a `Replica` step: the `Supervised`
+  step of `train_supernet` with two changes. It trains on its shard of every batch (the
+  batch order comes from the shared seed, so all workers cut the same global batch; worker
+  ``r`` of ``N`` takes rows ``[r*n/N, (r+1)*n/N)``), and after the strategy's forward and
+  backward passes it all-reduces the gradients, once per step, before clipping and the
+  optimizer step.
+* Every worker samples the same subnets each step: the strategy's generator is seeded by
+  the recipe's seed on every worker, and all of them consume it alike. So the workers hold
+  the same weights throughout, as in DistributedDataParallel.
+* Why not the `DistributedDataParallel` wrapper: a sandwich step runs several subnets, each
+  with its own backward pass. DDP would all-reduce during each of them (``no_sync`` aside),
+  and with dynamic subnets it must be told to search for unused parameters on every pass.
+  One manual all-reduce of one flat buffer after the step costs one collective per step;
+  each gradient is weighted by its shard's share of the batch, so the reduced gradient is
+  exactly the single-process gradient of the whole batch (up to float rounding) for
+  nets without BatchNorm (BatchNorm batch statistics are per worker, as in DDP without
+  SyncBatchNorm). A per-parameter flag in the same buffer keeps a parameter no subnet used
+  this step gradient-free (None), as in one process, so AdamW leaves it alone.
+* Checkpoints: worker 0 writes ``supernet.pt`` (the format of `fit`) into the run
+  directory after every epoch, and reports it to Ray Train as that epoch's checkpoint
+  (``ray.train.report``); the other workers only read it. The driver holds the run
+  directory's lock for the whole run, so the workers write without it. A worker that dies
+  makes Ray Train restart the worker group (``FailureConfig(max_failures)``); seeing a
+  reported checkpoint, the new workers resume from the run directory's last epoch. A
+  killed driver takes its private Ray with it; the same call again resumes from the
+  checkpoint, and a finished checkpoint is loaded without starting Ray at all. The run
+  directory must be on a file system every worker sees (always so on one machine; on a
+  cluster, a shared mount).
+* Validation (largest and smallest subnet) runs on worker 0 only, after each epoch.
+* The cluster: without an address, a private Ray on 127.0.0.1 started for the call and
+  shut down after (as the ray search backend starts one); with ``"auto"`` or
+  ``"host:port"`` (or ``RAY_ADDRESS``, as inside ``ray job submit``) the running cluster.
+  Bad input is refused in one line before any training starts: ``workers`` below 1 or more
+  than the cluster can hold, GPUs asked of a cluster with none, an address nothing answers at.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import socket
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nas.data import Data
+from nas.devices import check_precision, resolve_device, to_device
+from nas.errors import NASError
+from nas.rundir import RunDir
+from nas.training._fit import _check_resumable, fit, read_checkpoint
+from nas.training._loop import Plan, Supervised, supernet_step
+
+
+class DistributedError(NASError, ValueError):
+    """Distributed training asked of what cannot run it: bad workers, GPUs the cluster lacks, an unreachable address."""
+
+    __module__ = "nas.training"
+
+
+class Replica(Supervised):
+    """The `Supervised` step of one of `world` data-parallel workers: its shard of each batch,
+    one all-reduce of the gradients (weighted by shard size) per step.
+
+    Args:
+        *args: as `Supervised` takes them.
+        rank: this worker's index.
+        world: the number of workers.
+        validates: whether this worker validates after each epoch (worker 0).
+    """
+
+    def __init__(self, *args: Any, rank: int, world: int, validates: bool):
+        super().__init__(*args)
+        self.rank, self.world, self.validates = rank, world, validates
+        self.share = 1.0
+
+    def batches(self, data: Data, batch_size: int, seed: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in data.train_batches(batch_size, seed, "cpu"):
+            n = len(x)
+            lo, hi = self.rank * n // self.world, (self.rank + 1) * n // self.world
+            self.share = (hi - lo) / n
+            yield to_device((x[lo:hi], y[lo:hi]), device)  # type: ignore[misc]
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        import torch.distributed as dist
+
+        opt = self.optimizers["weights"]
+        opt.zero_grad(set_to_none=True)
+        value = self.forward_backward(x, y) if len(x) else 0.0
+        params = self.params
+        device = params[0].device
+        parts = [(p.grad.reshape(-1).float() * self.share) if p.grad is not None else torch.zeros(p.numel(), device=device) for p in params]
+        flags = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
+        flat = torch.cat([*parts, flags, torch.tensor([value * self.share], dtype=torch.float32, device=device)])
+        dist.all_reduce(flat)  # the one collective of the step
+        offset = 0
+        for p, used in zip(params, flat[-1 - len(params):-1].tolist()):
+            n = p.numel()
+            p.grad = flat[offset:offset + n].view_as(p).to(p.dtype).clone() if used > 0 else None
+            offset += n
+        if self.grad_clip is not None:
+            nn.utils.clip_grad_norm_(params, self.grad_clip)
+        opt.step()
+        return float(flat[-1])
+
+    def end_epoch(self, epoch: int, loss: float) -> dict[str, Any]:
+        if self.validates:
+            return super().end_epoch(epoch, loss)
+        return {"loss": loss, "lr": self.optimizers["weights"].param_groups[0]["lr"]}
+
+
+def train_distributed(
+    net: nn.Module,
+    plan: Plan,
+    *,
+    run: str | os.PathLike | None = None,
+    resume: bool = False,
+    workers: int | None = None,
+    use_gpu: bool | None = None,
+    device: str | torch.device | None = None,
+    address: str | None = None,
+    cpus_per_worker: float = 1,
+    max_failures: int = 3,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Train `net` in place by `plan` on `workers` Ray Train workers; returns the per-epoch history.
+
+    `nas.train_supernet` with ``backend="ray"`` calls it (see its arguments, and this
+    module's notes on how it works). The run directory (`run`, else a temporary one) gets
+    ``supernet.pt`` after every epoch; a finished checkpoint there (with ``resume=True``)
+    is loaded without starting Ray.
+
+    Example:
+        >>> from search_spaces.mlp import MLP
+        >>> import nas
+        >>> nas.train_supernet(MLP(), backend="ray", workers=0)
+        Traceback (most recent call last):
+        ...
+        nas.training.DistributedError: The 'workers' parameter of train_supernet must be an int >= 1 or None, got 0.
+    """
+    _check(workers, use_gpu, address, cpus_per_worker, max_failures)
+    if use_gpu is None and device is not None:
+        wanted = str(device)
+        if wanted not in ("auto",) and not wanted.startswith(("cpu", "cuda")):
+            resolve_device(wanted)  # the one-line error for an unknown name
+        use_gpu = None if wanted == "auto" else wanted.startswith("cuda")
+    if plan.precision != "fp32" and use_gpu is False:
+        check_precision(plan.precision, "cpu")
+    owned = run is None
+    rundir = RunDir(run if run is not None else tempfile.mkdtemp(prefix="nas-train-"))
+    try:
+        with rundir.lock():  # held by this driver for the whole run: the workers write through it
+            if resume and rundir.checkpoint.is_file():  # checked here, before any worker starts
+                state = read_checkpoint(rundir.checkpoint)
+                _check_resumable(state, {**plan.identity, **plan.recipe.record()}, rundir.checkpoint)
+                if int(state["epoch"]) >= plan.recipe.epochs:  # finished: nothing to redo, no Ray to start
+                    net.load_state_dict(state["model"])
+                    return list(state["history"])
+            state = _fit_on_ray(net, plan, rundir, resume, workers, use_gpu, address, cpus_per_worker, max_failures, progress)
+        net.load_state_dict(state["model"])
+        return list(state["history"])
+    finally:
+        if owned:
+            shutil.rmtree(rundir.path, ignore_errors=True)
+
+
+def _check(workers, use_gpu, address, cpus_per_worker, max_failures) -> None:
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise DistributedError(f"The 'workers' parameter of train_supernet must be an int >= 1 or None, got {workers!r}.")
+    if use_gpu is not None and not isinstance(use_gpu, bool):
+        raise DistributedError(f"The 'use_gpu' parameter of train_supernet must be True, False or None, got {use_gpu!r}.")
+    if address is not None and (not isinstance(address, str) or not address.strip()):
+        raise DistributedError(f"The 'ray_address' parameter of train_supernet must be None, 'auto' or 'host:port', got {address!r}.")
+    if isinstance(cpus_per_worker, bool) or not isinstance(cpus_per_worker, (int, float)) or cpus_per_worker <= 0:
+        raise DistributedError(f"The 'cpus_per_worker' parameter of train_supernet must be a number > 0, got {cpus_per_worker!r}.")
+    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 0:
+        raise DistributedError(f"The 'max_failures' parameter of train_supernet must be an int >= 0, got {max_failures!r}.")
+
+
+def check_address(address: str, *, parameter: str = "ray_address") -> None:
+    """Refuse, in one line, a ``host:port`` Ray address where nothing listens (``auto`` is checked by joining)."""
+    if address == "auto":
+        return
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise DistributedError(f"The '{parameter}' parameter must be 'auto' or 'host:port', got {address!r}.")
+    try:
+        with socket.create_connection((host, int(port)), timeout=3):
+            pass
+    except OSError as err:
+        raise DistributedError(
+            f"The '{parameter}' parameter is {address!r}, but no Ray cluster answers there ({err.strerror or err}); "
+            "start one (`ray start --head`) or leave the address unset for a private local Ray."
+        ) from None
+
+
+def _join(address: str | None, workers: int | None, cpus: float, use_gpu: bool | None) -> bool:
+    """Join the cluster (or start a private loopback one); whether this call owns (and will shut down) it."""
+    import logging
+
+    import ray
+
+    from nas.backends._ray import _is_loopback, _raw_address, _single_machine_mode
+
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    if ray.is_initialized():
+        return False
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        _single_machine_mode()
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(
+            address="local",  # never an existing cluster found on this machine
+            num_cpus=None if workers is None else max(1, math.ceil(workers * cpus)),
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+        return True
+    if address is not None:
+        check_address(address)
+    if _is_loopback(_raw_address(address)):
+        _single_machine_mode()
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except ConnectionError as err:
+        raise DistributedError(
+            f"The 'ray_address' parameter is {address!r}, but no Ray cluster answers there ({' '.join(str(err).split())[:160]}); "
+            "start one (`ray start --head`) or leave the address unset for a private local Ray."
+        ) from None
+    return True
+
+
+def _fit_on_ray(net, plan, rundir, resume, workers, use_gpu, address, cpus, max_failures, progress) -> dict[str, Any]:
+    import ray
+
+    owns = _join(address, workers, cpus, use_gpu)
+    storage = tempfile.mkdtemp(prefix="nas-train-ray-")
+    try:
+        resources = ray.cluster_resources()
+        gpus, cluster_cpus = float(resources.get("GPU", 0)), float(resources.get("CPU", 0))
+        if use_gpu and gpus < 1:
+            raise DistributedError("The 'use_gpu' parameter (device 'cuda') asks for a GPU per worker, but the Ray cluster has no GPU; "
+                                   "use device 'cpu' or 'auto', or a cluster with GPUs.")
+        if use_gpu is None:
+            use_gpu = gpus >= 1
+        if workers is None:
+            workers = max(1, int(gpus) if use_gpu else int(cluster_cpus // cpus))
+        if use_gpu and workers > gpus:
+            raise DistributedError(f"The 'workers' parameter asks for {workers} workers with a GPU each, but the Ray cluster has {gpus:g} GPUs.")
+        if workers * cpus > cluster_cpus and not use_gpu:
+            raise DistributedError(f"The 'workers' parameter asks for {workers} workers of {cpus:g} CPUs each, "
+                                   f"but the Ray cluster has {cluster_cpus:g} CPUs.")
+        if plan.precision != "fp32" and not use_gpu:
+            check_precision(plan.precision, "cpu")
+        return _trainer_fit(net, plan, rundir, resume, workers, bool(use_gpu), cpus, max_failures, storage)
+    finally:
+        if owns and ray.is_initialized():
+            ray.shutdown()
+        shutil.rmtree(storage, ignore_errors=True)
+
+
+def _trainer_fit(net, plan, rundir, resume, workers, use_gpu, cpus, max_failures, storage) -> dict[str, Any]:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    home = next(net.parameters()).device
+    shipped = net if home.type == "cpu" else _cpu_copy(net)
+    fresh = Data(plan.data.train, plan.data.val, plan.data.test)  # without cached tensors
+    payload = {"net": shipped, "plan": plan._replace(data=fresh), "run": str(rundir.path.resolve()), "resume": resume,
+               "threads": max(1, int(cpus))}
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={"payload": payload},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=None if use_gpu else {"CPU": cpus}),
+        run_config=RunConfig(
+            name=f"nas-train-{uuid.uuid4().hex[:8]}",
+            storage_path=storage,
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    try:
+        trainer.fit()
+    except Exception as err:
+        raise RuntimeError(f"distributed training failed ({workers} workers, after up to {max_failures} restarts): "
+                           f"{' '.join(str(err).split())[:600]}") from err
+    return read_checkpoint(rundir.checkpoint)
+
+
+def _cpu_copy(net: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(net).cpu()
+
+
+def _worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker: `fit` with a `Replica` step; worker 0 writes and reports each epoch's checkpoint."""
+    import ray.train
+    import ray.train.torch
+
+    payload = config["payload"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(payload["threads"])
+    device = ray.train.torch.get_device()
+    net, plan = payload["net"], payload["plan"]
+    net.to(device)  # once
+    restarted = ray.train.get_checkpoint() is not None  # a restart after a worker died: resume what was reported
+    step = supernet_step(net, plan, Replica, rank=rank, world=world, validates=rank == 0)
+    rundir = RunDir(payload["run"])
+
+    def report(record: dict[str, Any]) -> None:
+        metrics = {k: v for k, v in record.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        if rank == 0:
+            with tempfile.TemporaryDirectory(prefix="nas-ckpt-") as tmp:
+                _link_or_copy(rundir.checkpoint, Path(tmp) / rundir.checkpoint.name)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(metrics)
+
+    fit(step, plan.data, plan.recipe, identity=plan.identity, run=rundir, resume=payload["resume"] or restarted,
+        progress=False, callback=report, lock=False, save=rank == 0, desc="train")
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+__all__ = ["DistributedError", "Replica", "check_address", "train_distributed"]
