@@ -98,9 +98,10 @@ class Data:
                 yield x[idx], y[idx]
             return
         drop_last = len(self.train) >= batch_size  # type: ignore[arg-type]
-        loader = DataLoader(self.train, batch_size=batch_size, shuffle=True, generator=generator, drop_last=drop_last)
+        loader = DataLoader(self.train, batch_size=batch_size, shuffle=True, generator=generator, drop_last=drop_last,
+                            pin_memory=device.type == "cuda")  # pinned: copies to the GPU overlap the step
         for x, y in loader:
-            yield x.to(device), y.to(device)
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
     def val_batches(self, batch_size: int, device: torch.device | str, split: str = "val") -> list[Batch]:
         """The whole validation (or ``split``) set as batches on `device`, stacked once and cached."""

@@ -1,0 +1,183 @@
+"""Distributed supernet training: the Replica step equals one process, Ray Train on a real loopback
+cluster (2 workers, a killed worker, resume, the search that follows), and the one-line errors."""
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import nas
+from nas.cli import main
+from nas.data import digits
+from nas.runs import load_run, run_spec
+from nas.training import STRATEGIES, DistributedError, Replica, Sandwich, load_checkpoint, train_supernet
+from nas.training._loop import plan_supernet, supernet_step
+from search_spaces.mlp import MLP
+
+RECIPE = {"epochs": 3, "lr": 0.01, "batch_size": 64, "seed": 0, "strategy": "sandwich"}
+
+
+def _net() -> MLP:
+    torch.manual_seed(0)
+    return MLP(depths=(1, 2), widths=(16, 32), ranks=(4, 8))
+
+
+# -- the Replica step, without Ray: two gloo processes ---------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _replica(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from nas.training import fit
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        net = _net()
+        plan = plan_supernet(net, digits("flat"), "sandwich", None, epochs=2, lr=0.01, batch_size=64, distill=None, optimizer="adamw",
+                             weight_decay=None, schedule="cosine", grad_clip=1.0, seed=0, precision="fp32")
+        step = supernet_step(net, plan, Replica, rank=rank, world=world, validates=rank == 0)
+        fit(step, plan.data, plan.recipe, identity=plan.identity, progress=False)
+        if rank == 0:
+            torch.save(net.state_dict(), out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_replicas_train_the_weights_one_process_trains():
+    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"nas-replica-{os.getpid()}.pt"
+    mp.spawn(_replica, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    reduced = torch.load(out, weights_only=True)
+    out.unlink()
+    net = _net()
+    train_supernet(net, digits("flat"), epochs=2, lr=0.01, batch_size=64, strategy="sandwich", grad_clip=1.0, seed=0, progress=False)
+    worst = max(float((a - reduced[k]).abs().max()) for k, a in net.state_dict().items())
+    assert worst < 1e-4  # the same gradients, up to float rounding of the sums
+
+
+# -- errors before any work ------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, match", [
+    ({"workers": 0}, "'workers' parameter of train_supernet must be an int >= 1"),
+    ({"workers": 2.5}, "'workers' parameter"),
+    ({"use_gpu": "yes"}, "'use_gpu' parameter"),
+    ({"ray_address": "127.0.0.1:1"}, "no Ray cluster answers there"),
+    ({"ray_address": "nowhere"}, "must be 'auto' or 'host:port'"),
+    ({"max_failures": -1}, "'max_failures' parameter"),
+])
+def test_bad_distributed_arguments_are_one_line_before_ray_starts(kwargs, match, tmp_path):
+    import ray
+
+    with pytest.raises(DistributedError, match=match) as info:
+        train_supernet(_net(), epochs=1, backend="ray", run=tmp_path / "r", progress=False, **kwargs)
+    assert "\n" not in str(info.value) and not (tmp_path / "r" / "supernet.pt").exists()
+    assert not ray.is_initialized()
+
+
+def test_ray_only_arguments_are_refused_for_local_training():
+    with pytest.raises(ValueError, match="'workers' parameter of train_supernet applies only to backend='ray'"):
+        train_supernet(_net(), epochs=1, workers=2, progress=False)
+    with pytest.raises(ValueError, match="'callback' parameter of train_supernet applies only to backend='local'"):
+        train_supernet(_net(), epochs=1, backend="ray", callback=print, progress=False)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--workers", "0"], "--workers must be an int >= 1, got 0"),
+    (["--ray-address", "127.0.0.1:1"], "'--ray-address' parameter is '127.0.0.1:1', but no Ray cluster answers there"),
+])
+def test_cli_distributed_errors_are_one_line_exit_2(argv, match, tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["train", "--backend", "ray", *argv, "--run", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert match in err and "\n" not in err
+    assert not run.exists()
+
+
+def test_a_finished_checkpoint_is_not_trained_again_and_the_search_reads_it(tmp_path):
+    spec = {"space": {"args": {"depths": [1], "widths": [16], "ranks": [4]}}, "train": {"epochs": 2}}
+    first = run_spec(spec, run=tmp_path / "r", train_only=True, progress=False)
+    # the same run on Ray: finished, so nothing is redone and no Ray is started
+    again = run_spec({**spec, "train": {"epochs": 2, "backend": "ray", "workers": 2}}, run=tmp_path / "r", budget=3, progress=False)
+    assert again.history == first.history  # the same records, seconds and all: not retrained
+    assert load_run(tmp_path / "r").spec["train.backend"] == "ray"
+    largest = next(e for e in again.evaluations if e.config == again.net.largest())
+    assert largest.metrics["accuracy"] == pytest.approx(first.history[-1]["largest_accuracy"])
+
+
+# -- a real loopback Ray cluster -------------------------------------------------------------
+@STRATEGIES.register("crash_once")
+class CrashOnce(Sandwich):
+    """Sandwich, but Ray worker 1 dies (os._exit) at its `at`-th step the first time round."""
+
+    def __init__(self, marker: str = "", at: int = 20, n: int = 2):
+        super().__init__(n=n)
+        self.marker, self.at = marker, at
+        self._steps = 0
+
+    def step(self, net, x, y, rng, loss, distill):
+        self._steps += 1
+        if self.marker and self._steps == self.at and not os.path.exists(self.marker):
+            import ray.train
+
+            if ray.train.get_context().get_world_rank() == 1:
+                Path(self.marker).write_text(str(os.getpid()))
+                os._exit(1)  # a killed worker: no clean-up, no exception
+        return super().step(net, x, y, rng, loss, distill)
+
+
+@pytest.fixture(scope="module")
+def loopback_ray():
+    """A private Ray on 127.0.0.1 with 2 CPUs, for this module only."""
+    import ray
+    import ray.cloudpickle
+
+    from nas.backends._ray import _single_machine_mode
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers need CrashOnce
+    _single_machine_mode()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_two_ray_workers_survive_a_killed_worker_resume_and_match_one_process(loopback_ray, tmp_path):
+    data = digits("flat")
+    run = tmp_path / "run"
+    marker = tmp_path / "killed"
+    recipe = {**RECIPE, "strategy": CrashOnce(marker=str(marker), at=20)}  # 16 steps an epoch: in epoch 3
+    # epoch 1 in this process, then stopped: a checkpoint to resume from
+    local = train_supernet(_net(), data, run=run, progress=False, callback=lambda record: True, **recipe)
+    assert [h["epoch"] for h in local] == [1]
+    # epochs 2-3 on two Ray workers; worker 1 dies in epoch 3 and Ray Train restarts the group
+    net = _net()
+    history = train_supernet(net, data, run=run, resume=True, backend="ray", workers=2, max_failures=2, progress=False, **recipe)
+    assert marker.exists()  # a worker was killed
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[0] == local[0]  # epoch 1 was not redone
+    # the same recipe and seed in one process, uninterrupted
+    alone = train_supernet(_net(), data, progress=False, **{**recipe, "strategy": CrashOnce(at=20)})
+    for which in ("largest", "smallest"):
+        assert abs(history[-1][f"{which}_accuracy"] - alone[-1][f"{which}_accuracy"]) <= 0.005
+    # the search that follows reads the checkpoint
+    fresh = _net()
+    assert load_checkpoint(fresh, run)[-1] == history[-1]
+    result = nas.search(fresh, data, budget=4, seed=0, progress=False)
+    evaluations = {fresh.space.key(e.config): e for e in result.evaluations}
+    assert all(e.ok for e in result.evaluations)
+    largest = nas.evaluate(fresh, [fresh.largest()], data)[0]
+    assert largest.metrics["accuracy"] == pytest.approx(history[-1]["largest_accuracy"])
+    assert len(evaluations) == 4
+    # a GPU asked of this cluster, which has none: one line, before any worker starts
+    if not loopback_ray.cluster_resources().get("GPU"):
+        with pytest.raises(DistributedError, match="the Ray cluster has no GPU"):
+            train_supernet(_net(), data, backend="ray", workers=2, use_gpu=True, run=tmp_path / "gpu", progress=False, **RECIPE)
+        assert not (tmp_path / "gpu" / "supernet.pt").exists()
