@@ -16,7 +16,8 @@ same configs, on one CPU thread (or ``--device cuda``):
   forwards. Target <= 1.00.
 
 Each figure is the ratio of medians over ``--repeats`` interleaved repeats (supernet and
-dense timed alternately, so both share the machine's noise). ``--check`` exits 1 when a
+dense timed alternately, so both share the machine's noise), timed in the thread's CPU
+time on CPU (one thread: other processes' load does not count) and in wall time on CUDA. ``--check`` exits 1 when a
 target is missed.
 
     nice python bench/throughput.py
@@ -106,10 +107,10 @@ def family_case(name: str) -> tuple[nas.Supernet, Data]:
         return net, resolve(net, None)
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
+def _timed(fn, clock) -> float:
+    start = clock()
     fn()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def _sync(device: torch.device) -> None:
@@ -120,10 +121,12 @@ def _sync(device: torch.device) -> None:
 def interleaved(a, b, repeats: int, device: torch.device) -> tuple[float, float]:
     """Medians of `a()` and `b()` seconds over `repeats` alternating rounds (order alternating too)."""
     ta, tb = [], []
+    # On one CPU thread, the thread's CPU time: immune to being descheduled on a shared machine.
+    clock = time.thread_time if device.type == "cpu" else time.perf_counter
 
     def run(fn, into):
         _sync(device)
-        into.append(_timed(lambda: (fn(), _sync(device))))
+        into.append(_timed(lambda: (fn(), _sync(device)), clock))
 
     for r in range(repeats):
         if r % 2:
