@@ -23,6 +23,16 @@ class ElasticConvNd(ElasticModule):
     A smaller kernel is the centre of the largest one (weight entanglement); a depthwise
     layer (``depthwise=True``) has as many channels as its input. Padding is ``k // 2``
     ("same" size at stride 1). Subclasses set `dims`, `dense_class`, `conv` and `op`.
+
+    Args:
+        in_channels: largest input channels.
+        out_channels: largest output channels (ignored when depthwise: equals in_channels).
+        kernel_size: largest kernel size (odd).
+        kernel: the kernel size: fixed (None), a `Choice` of odd sizes, or a `Rule`.
+        out: the output channels: fixed, a `Choice` or a `Rule`.
+        stride: an int, or a `Rule` (e.g. ``Rule(Choice("down", DOWNSAMPLES), stride_of)`` in 1-D).
+        depthwise: one filter per channel (groups = channels).
+        bias: whether the layer has a bias.
     """
 
     dims: ClassVar[int]
@@ -112,15 +122,7 @@ class ElasticConv2d(ElasticConvNd):
         >>> conv(torch.zeros(1, 4, 8, 8)).shape
         torch.Size([1, 8, 8, 8])
 
-    Args:
-        in_channels: largest input channels.
-        out_channels: largest output channels (ignored when depthwise: equals in_channels).
-        kernel_size: largest kernel size (odd).
-        kernel: the kernel size: fixed (None), a `Choice` of odd sizes, or a `Rule`.
-        out: the output channels: fixed, a `Choice` or a `Rule`.
-        stride: an int, or a `Rule`.
-        depthwise: one filter per channel (groups = channels).
-        bias: whether the layer has a bias.
+    Takes the arguments of `ElasticConvNd`.
     """
 
     dims = 2

@@ -34,15 +34,7 @@ class ElasticConv1d(ElasticConvNd):
         >>> conv(torch.zeros(2, 4, 40)).shape
         torch.Size([2, 8, 40])
 
-    Args:
-        in_channels: largest input channels.
-        out_channels: largest output channels (ignored when depthwise: equals in_channels).
-        kernel_size: largest kernel size (odd).
-        kernel: the kernel size: fixed (None), a `Choice` of odd sizes, or a `Rule`.
-        out: the output channels: fixed, a `Choice` or a `Rule`.
-        stride: an int, or a `Rule` (e.g. ``Rule(Choice("down", DOWNSAMPLES), stride_of)``).
-        depthwise: one filter per channel (groups = channels).
-        bias: whether the layer has a bias.
+    Takes the arguments of `ElasticConvNd`.
     """
 
     dims = 1
