@@ -3,7 +3,7 @@
 from nas.elastic._attention import ElasticMultiheadAttention
 from nas.elastic._base import ElasticModule, Rule, scaled, times_input
 from nas.elastic._containers import ElasticSequential, OpChoice
-from nas.elastic._conv import ElasticConv2d
+from nas.elastic._conv import ElasticConv2d, ElasticConvNd
 from nas.elastic._conv1d import DOWNSAMPLES, ElasticBatchNorm1d, ElasticConv1d, ElasticPool1d, stride_of
 from nas.elastic._embedding import ElasticPositionalEmbedding
 from nas.elastic._gate import DepthGate
@@ -19,6 +19,7 @@ __all__ = [
     "ElasticBatchNorm2d",
     "ElasticConv1d",
     "ElasticConv2d",
+    "ElasticConvNd",
     "ElasticLayerNorm",
     "ElasticLinear",
     "ElasticLoRALinear",

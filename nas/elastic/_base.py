@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +120,31 @@ class ElasticModule(nn.Module):
     def to_dense(self, inputs: tuple, densify: Callable[[nn.Module], nn.Module]) -> nn.Module:
         """A plain module holding copies of the active slices (inputs: the traced inputs)."""
         raise NotImplementedError
+
+
+def crop(t: torch.Tensor, sizes: Sequence[int], starts: Sequence[int] | None = None) -> torch.Tensor:
+    """``t[s0:s0+n0, s1:s1+n1, ...]`` over the leading dimensions (starts default 0), as one view.
+
+    One `as_strided` view is one autograd node: its backward writes the gradient into one
+    zero buffer of the weight's size, where per-dimension indexing chains a node and a
+    full-size zero buffer per sliced dimension. Same values, same gradients.
+
+    Example:
+        >>> w = torch.arange(12.0).view(3, 4)
+        >>> torch.equal(crop(w, (2, 3)), w[:2, :3]), torch.equal(crop(w, (1, 2), (1, 1)), w[1:2, 1:3])
+        (True, True)
+    """
+    n = len(sizes)
+    shape = t.shape
+    if starts is None:
+        if all(a == b for a, b in zip(sizes, shape)):
+            return t
+        starts = (0,) * n
+    if any(s < 0 or s + size > full for s, size, full in zip(starts, sizes, shape)) or n > t.dim():
+        return t[tuple(slice(s, s + size) for s, size in zip(starts, sizes))]  # out of range: plain indexing's clamping and errors
+    stride = t.stride()
+    offset = t.storage_offset() + sum(s * st for s, st in zip(starts, stride))
+    return t.as_strided((*sizes, *shape[n:]), stride, offset)
 
 
 def check_size(spec: Size, maximum: int, what: str) -> None:
