@@ -146,3 +146,12 @@ def test_a_spec_run_with_strategy_mixture_loads_searches_and_exports_as_one_supe
     assert [e.metrics for e in again] == [e.metrics for e in done.evaluations]
     exported = export(run, "knee", tmp_path / "knee", formats="pt")  # checks the dense model against the supernet
     assert load_model(exported.path)(torch.zeros(2, 64)).shape == (2, 10)
+
+
+def test_frozen_parameters_are_shared_by_the_copies_and_trainable_ones_are_not():
+    net = MLP()
+    frozen = next(net.body.parameters())
+    frozen.requires_grad_(False)
+    mixture = WeightMixture.attach(net, 3)
+    assert mixture.copies[1][0] is frozen and mixture.copies[2][0] is frozen
+    assert all(mixture.copies[1][i] is not mixture.copies[0][i] for i in range(1, len(mixture.copies[0])))

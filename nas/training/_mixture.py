@@ -37,7 +37,8 @@ class WeightMixture(nn.Module):
 
     Attach it with `attach` (training with strategy ``"mixture"`` does; loading a mixture's
     state dict into a plain supernet does too). Copy 0 holds the body's own parameters;
-    BatchNorm statistics and other buffers stay shared (evaluation recalibrates them per subnet).
+    frozen parameters (``requires_grad=False``, e.g. a LoRA base), BatchNorm statistics and
+    other buffers stay shared (evaluation recalibrates the statistics per subnet).
 
     Example:
         >>> from search_spaces.mlp import MLP
@@ -69,7 +70,7 @@ class WeightMixture(nn.Module):
         self._slots = [owners[id(p)] for p in originals]
         self.copies = nn.ModuleList(
             [nn.ParameterList(originals)]
-            + [nn.ParameterList([nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad) for p in originals]) for _ in range(k - 1)]
+            + [nn.ParameterList([nn.Parameter(p.detach().clone()) if p.requires_grad else p for p in originals]) for _ in range(k - 1)]
         )
         self._space = net.space
         self._offsets: dict[str, tuple[int, int]] = {}
