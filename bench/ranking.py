@@ -141,6 +141,7 @@ def _stored(cache, family: str, data: str, config: dict, recipe: dict, seed: int
 
 
 # -- strategies tried here (issue 16), not in the library: neither beat the family defaults -----
+from nas.registry import STRATEGIES as REGISTRY  # noqa: E402
 from nas.training import Strategy  # noqa: E402
 
 
@@ -192,6 +193,11 @@ class Ladder(Strategy):
         return total
 
 
+# registered so that spawned workers (which import this file as their main module) find them by name
+for _cls in (FairNAS, Ladder):
+    REGISTRY.register(_cls.name)(_cls)
+
+
 # -- planning and reporting ------------------------------------------------------------------
 def spread_configs(net, n: int, seed: int, pool: int, by: str = "macs") -> list[dict]:
     """`n` distinct configs with `by` (MACs or params) spread evenly in log scale from the smallest to the largest."""
@@ -222,6 +228,9 @@ MNIST1D_VARIANTS = [
     ("uniform", "uniform", False),
     ("fairnas", "fairnas", False),
     ("ladder", "ladder", False),
+    ("mixture(k=2)", ("mixture", {"k": 2, "n": 2}), False),
+    ("mixture(k=3)", ("mixture", {"k": 3, "n": 2}), False),
+    ("mixture(k=4)", ("mixture", {"k": 4, "n": 2}), False),
 ]
 
 

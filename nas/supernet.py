@@ -90,9 +90,23 @@ class Supernet(nn.Module):
         return dict(self._config)
 
     def _configure(self, config: Config) -> None:
+        mixture = self._modules.get("mixture")  # K weight copies (strategy "mixture"): bind the config's copy
+        if mixture is not None:
+            mixture.bind(mixture.route(config))
         for module in self._elastic:
             module._configure(config)
         self._config = config
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """As `nn.Module.load_state_dict`; the state of a mixture-trained supernet (``mixture.*``
+        keys) first gives this one its K weight copies (`nas.training.WeightMixture`)."""
+        if self._modules.get("mixture") is None and "mixture.router_bias" in state_dict:
+            from nas.training._mixture import WeightMixture
+
+            WeightMixture.attach(self, int(state_dict["mixture.router_bias"].shape[0]))
+        result = super().load_state_dict(state_dict, strict, assign)
+        self._configure(self._config)  # the loaded router may route the current config elsewhere
+        return result
 
     def canonical(self, config: Mapping[str, Any]) -> Config:
         """The representative of `config`'s equivalent configs, from what the layers declare.

@@ -15,9 +15,9 @@ from nas.pareto import Constraint, parse_objectives
 from nas.registry import build_family
 from nas.runs._schema import FIELDS
 from nas.runs._trust import import_source
-from nas.searching import check_reachable
 from nas.schema import first_line, normal
-from nas.training import get_strategy
+from nas.searching import check_reachable
+from nas.training import family_recipe, get_strategy
 
 if TYPE_CHECKING:
     from nas.runs._spec import RunSpec
@@ -58,7 +58,7 @@ class Resolving:
         data = self._resolve_data(net)
         method = self.method
         if method.trains:
-            self._resolve_train()
+            self._resolve_train(net, data)
         objectives = self._resolve_objectives()
         self._resolve_constraints(net)
         try:
@@ -234,9 +234,21 @@ class Resolving:
             self._values["data"]["args"] = {**defaults, **self["data.args"]}
         return data
 
-    def _resolve_train(self) -> None:
-        strategy = self.strategy()
-        self._values["train"]["strategy_args"] = normal(strategy.params())
+    def _resolve_train(self, net: Any, data: Any) -> None:
+        """The family's recipe (`nas.training.family_recipe`) for each ``[train]`` key the spec does not give."""
+        given = lambda key: f"train.{key}" in self._labels  # noqa: E731
+        recipe = family_recipe(net, resolve_data(net, data))
+        train = self._values["train"]
+        if not (given("strategy") or given("strategy_args")):
+            strategy = get_strategy(recipe["strategy"])
+            train["strategy"] = strategy.name
+            train["strategy_args"] = normal(strategy.params())
+        for key in ("epochs", "lr", "batch_size", "weight_decay"):
+            if not given(key):
+                train[key] = recipe[key]
+        if not given("distill"):
+            train["distill"] = {None: "default", False: "off", True: "kl"}.get(recipe["distill"], recipe["distill"])
+        train["strategy_args"] = normal(self.strategy().params())
 
     def _resolve_objectives(self) -> list[Any]:
         try:

@@ -1,4 +1,4 @@
-"""Supernet training (sandwich, uniform, ordered dropout) and the from-scratch baseline.
+"""Supernet training (sandwich, uniform, ordered dropout, a mixture of K weight copies) and the from-scratch baseline.
 
 `fit` is the one training loop: it runs a `Step` (what one batch does) over the epochs,
 with one checkpoint format and one resume. `train_supernet` trains a supernet in place with
@@ -21,6 +21,7 @@ from nas.training._loop import (
     train_standalone,
     train_supernet,
 )
+from nas.training._mixture import Mixture, WeightMixture
 from nas.training._ordered_dropout import OrderedDropout
 from nas.training._recipe import (
     BATCH_SIZE,
@@ -51,6 +52,7 @@ __all__ = [
     "AlphaDivergence",
     "Diverged",
     "DistributedError",
+    "Mixture",
     "OrderedDropout",
     "Recipe",
     "Replica",
@@ -60,6 +62,7 @@ __all__ = [
     "Strategy",
     "Supervised",
     "Uniform",
+    "WeightMixture",
     "check_address",
     "check_recipe",
     "fit",

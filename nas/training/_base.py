@@ -52,6 +52,10 @@ class Strategy:
         zeroes them and steps the optimizer); return the loss to report."""
         raise NotImplementedError
 
+    def prepare(self, net: nn.Module) -> None:
+        """Called once by `train_supernet` before the optimizer is built (a strategy that adds
+        weights to the supernet adds them here); nothing by default."""
+
     def params(self) -> dict[str, Any]:
         """The hyper-parameters (public attributes)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}

@@ -179,6 +179,7 @@ def plan_supernet(net: nn.Module, data: Any, strategy: Any, loss: Any, *, epochs
     recipe = Recipe(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay,
                     schedule=schedule, grad_clip=grad_clip, seed=seed)
     strat = get_strategy(strategy)
+    strat.prepare(net)  # before the optimizer: a strategy may add weights (mixture)
     loss_fn = default_loss(data, loss)
     distill_fn, distill_name = make_distill(distill, strat.distills_by_default, strat.supports_distill, data.classification, strat.name)
     identity = {
