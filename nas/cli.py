@@ -17,9 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
+from nas.data import DataMismatch
 from nas.errors import ExportInputError, NASError, RunError
 from nas.export import export, parse_formats
 from nas.registry import FAMILIES, build_family
@@ -117,13 +119,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.handler(args) or 0)
     except NASError as err:
         print(f"nas: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("nas: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: str | None = None) -> None:
+    """nas's own warnings (other data than the supernet's, the built-in data announced) as one line on stderr."""
+    if issubclass(category, DataMismatch) or "nas" in Path(filename).parts:
+        print(f"nas: warning: {_one_line(message)}", file=sys.stderr)  # type: ignore[arg-type]
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def _one_line(err: BaseException) -> str:

@@ -18,7 +18,7 @@ from nas.searching import search
 from nas.store import FILENAME as STORE
 from nas.store import EvaluationStore
 from nas.rundir import RunDir
-from nas.training import CHECKPOINT, read_checkpoint, train_supernet
+from nas.training import CHECKPOINT, read_checkpoint, train_supernet, trained_on
 
 RUNS = Path("runs")
 
@@ -114,6 +114,7 @@ def _load_net(spec: RunSpec, path: Path) -> Any:
     state = read_checkpoint(checkpoint)
     method.check_finished(spec, path, state)
     net.load_state_dict(state["model"])
+    net.trained_on = trained_on(state)  # the data it was trained on: other data warns (nas.data.DataMismatch)
     net.eval()
     return net
 

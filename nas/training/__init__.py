@@ -19,6 +19,7 @@ from nas.training._loop import (
     reinitialise,
     train_standalone,
     train_supernet,
+    trained_on,
 )
 from nas.training._ordered_dropout import OrderedDropout
 from nas.training._recipe import (
@@ -71,4 +72,5 @@ __all__ = [
     "steps_per_epoch",
     "train_standalone",
     "train_supernet",
+    "trained_on",
 ]
