@@ -9,7 +9,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
 from torch.utils.data import TensorDataset
 
 import nas
