@@ -26,6 +26,7 @@ from nas.errors import ExportInputError, NASError, RunError
 from nas.export import export, parse_formats
 from nas.registry import FAMILIES, build_family
 from nas.report import default_picks, report
+from nas.rundir import RunDir
 from nas.runs import SPEC, flags, load_run, load_spec, run_spec
 from nas.training import CHECKPOINT
 
@@ -147,7 +148,7 @@ def _one_line(err: BaseException) -> str:
 def _spec(args: argparse.Namespace):
     overrides = {k[len("spec_"):]: v for k, v in vars(args).items() if k.startswith("spec_") and v is not None}
     base: Any = args.spec
-    if base is None and args.run is not None and (Path(args.run) / SPEC).is_file():
+    if base is None and args.run is not None and (RunDir(args.run).spec.is_file() or RunDir(args.run).identity.is_file()):
         base = args.run
     extra = [c.strip() for text in overrides.pop("constraints", []) for c in text.split(",") if c.strip()]
     spec = load_spec(base, how="flag", trust=True if args.trust else None, **overrides)
