@@ -5,6 +5,7 @@ accuracy against cost (`search`), and ship the one you pick (`export`, `load_mod
 `import nas` imports torch but never Ray, ONNX or matplotlib, and does not touch CUDA.
 """
 
+from nas.data import DataMismatch
 from nas.errors import NASError, SearchFailed
 from nas.evaluate import evaluate
 from nas.evaluation import Evaluation
@@ -28,6 +29,7 @@ __all__ = [
     "InvalidConfig",
     "LatencyTable",
     "NASError",
+    "DataMismatch",
     "SearchFailed",
     "Objective",
     "Run",

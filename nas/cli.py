@@ -17,14 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
+from nas.data import DataMismatch
 from nas.devices import resolve_device
 from nas.errors import ExportInputError, NASError, RunError
 from nas.export import export, parse_formats
 from nas.registry import FAMILIES, build_family
 from nas.report import default_picks, report
+from nas.rundir import RunDir
 from nas.runs import SPEC, flags, load_run, load_spec, run_spec
 from nas.training import CHECKPOINT
 
@@ -122,13 +125,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.handler(args) or 0)
     except NASError as err:
         print(f"nas: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("nas: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: str | None = None) -> None:
+    """nas's own warnings (other data than the supernet's, the built-in data announced) as one line on stderr."""
+    if issubclass(category, DataMismatch) or "nas" in Path(filename).parts:
+        print(f"nas: warning: {_one_line(message)}", file=sys.stderr)  # type: ignore[arg-type]
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def _one_line(err: BaseException) -> str:
@@ -140,7 +153,7 @@ def _one_line(err: BaseException) -> str:
 def _spec(args: argparse.Namespace):
     overrides = {k[len("spec_"):]: v for k, v in vars(args).items() if k.startswith("spec_") and v is not None}
     base: Any = args.spec
-    if base is None and args.run is not None and (Path(args.run) / SPEC).is_file():
+    if base is None and args.run is not None and (RunDir(args.run).spec.is_file() or RunDir(args.run).identity.is_file()):
         base = args.run
     extra = [c.strip() for text in overrides.pop("constraints", []) for c in text.split(",") if c.strip()]
     spec = load_spec(base, how="flag", trust=True if args.trust else None, **overrides)

@@ -455,10 +455,101 @@ def check_metrics(data: Data, metrics: Any) -> None:
         )
 
 
+_SAMPLE_ROWS = 16  # rows of each split the fingerprint's digest reads
+
+
+class DataMismatch(UserWarning):
+    """Data other than the data a supernet was trained on (its shapes, sizes or content fingerprint differ)."""
+
+    __module__ = "nas"
+
+
+def fingerprint(data: Data) -> dict[str, Any]:
+    """What `data` is, cheaply: each split's size, input and target shapes and dtypes, and a content digest.
+
+    The digest (SHA-256, 16 hex digits) reads a fixed, evenly spaced sample of 16 rows
+    of each split: validation inputs and targets, training targets (training inputs
+    may be randomly augmented, so they are left out). A trained supernet keeps it
+    (``net.trained_on``) and `resolve` warns when other data is given to it.
+
+    Example:
+        >>> fp = fingerprint(digits("flat"))
+        >>> fp["train"], len(fp["digest"])
+        ({'size': 1077, 'input': [64], 'target': [], 'dtype': 'int64'}, 16)
+        >>> fingerprint(digits("flat", seed=1))["digest"] != fp["digest"]
+        True
+    """
+    key = ("fingerprint",)
+    if key not in data._cache:
+        digest = hashlib.sha256()
+        out: dict[str, Any] = {}
+        for name in ("train", "val"):
+            source = getattr(data, name)
+            dataset = source.dataset if isinstance(source, DataLoader) else source
+            size = _length(dataset)
+            part: dict[str, Any] = {"size": size}
+            try:
+                x, y = _first(source)
+                if isinstance(source, DataLoader):
+                    x, y = x[0], y[0]
+                part.update(input=list(x.shape), target=list(y.shape), dtype=str(y.dtype).removeprefix("torch."))
+                digest.update(json.dumps([name, part], sort_keys=True).encode())
+                for row in _sample_rows(dataset, size):
+                    rx, ry = row
+                    for t in ((rx, ry) if name == "val" else (ry,)):
+                        digest.update(_bytes(torch.as_tensor(t)))
+            except Exception:  # noqa: BLE001 (rows that are not tensors: the shapes and sizes still tell)
+                digest.update(json.dumps([name, part], sort_keys=True, default=str).encode())
+            out[name] = part
+        out["digest"] = digest.hexdigest()[:16]
+        data._cache[key] = out
+    return data._cache[key]
+
+
+def _sample_rows(dataset: Any, size: int | None) -> list[Any]:
+    if not size or isinstance(dataset, torch.utils.data.IterableDataset):
+        return []
+    index = sorted({int(round(i)) for i in np.linspace(0, size - 1, min(size, _SAMPLE_ROWS))})
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
+        x, y = dataset.tensors
+        return [(x[i], y[i]) for i in index]
+    return [dataset[i] for i in index]
+
+
+def _bytes(tensor: torch.Tensor) -> bytes:
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def describe(fp: dict[str, Any]) -> str:
+    """A fingerprint in one short phrase: ``train 1077 x [64], val 360 x [64], digest 1a2b...``."""
+    parts = [f"{n} {fp[n].get('size', '?')} x {fp[n].get('input', '?')}" for n in ("train", "val") if isinstance(fp.get(n), dict)]
+    return ", ".join([*parts, f"digest {fp.get('digest')}"])
+
+
+def check_trained_on(net: Any, data: Data, *, stacklevel: int = 3) -> None:
+    """Warn (`DataMismatch`, once per net and data) when `data` is not the data `net` was trained on."""
+    remembered = getattr(net, "trained_on", None)
+    if not isinstance(remembered, dict):
+        return
+    key = ("trained_on", id(net), remembered.get("digest"))
+    if key in data._cache:
+        return
+    data._cache[key] = True
+    now = fingerprint(data)
+    if now == remembered:
+        return
+    warnings.warn(
+        f"this data ({describe(now)}) is not the data the supernet was trained on ({describe(remembered)}); "
+        "its accuracy and the stored evaluations may not hold for it: pass the training data, or train on this data",
+        DataMismatch,
+        stacklevel=stacklevel,
+    )
+
+
 _ANNOUNCED: set[str] = set()  # built-in data sources whose fallback use was announced
 
 
-def resolve(net: Any, data: Any = None) -> Data:
+def resolve(net: Any, data: Any = None, *, compare: bool = True) -> Data:
     """What training and evaluation use, from what a user passed.
 
     Args:
@@ -466,6 +557,8 @@ def resolve(net: Any, data: Any = None) -> Data:
             or MNIST-1D for a family whose ``data_source`` is ``"mnist1d"``).
         data: None (the family's default split), a `Data`, an object with ``train`` and
             ``val`` attributes, or a ``(train, val)`` pair of datasets or loaders.
+        compare: warn (`DataMismatch`) when `net` was trained (``net.trained_on``, kept in
+            its checkpoint) on data with another `fingerprint`.
 
     Raises ValueError when a built-in family's input shape does not match the data's.
     """
@@ -498,6 +591,8 @@ def resolve(net: Any, data: Any = None) -> Data:
             check_shapes(net, resolved)
             check_data(net, resolved)
             resolved._cache[key] = True
+        if compare:
+            check_trained_on(net, resolved)
         return resolved
     raise TypeError(
         "The 'data' parameter must be None, a nas.data.Data, or a (train, val) pair of "
@@ -505,4 +600,4 @@ def resolve(net: Any, data: Any = None) -> Data:
     )
 
 
-__all__ = ["KINDS", "MNIST1D_KINDS", "Data", "cache_dir", "check_data", "check_metrics", "check_shapes", "digits", "mnist1d", "resolve", "sample_shape", "signal_tokens"]
+__all__ = ["KINDS", "MNIST1D_KINDS", "Data", "DataMismatch", "cache_dir", "check_data", "check_trained_on", "describe", "fingerprint", "check_metrics", "check_shapes", "digits", "mnist1d", "resolve", "sample_shape", "signal_tokens"]

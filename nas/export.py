@@ -82,6 +82,7 @@ def export(
     data: Any = None,
     check: bool = True,
     opset: int = OPSET,
+    trust: bool = False,
 ) -> Exported:
     """Write one subnet as a dense model and check it against the supernet.
 
@@ -106,12 +107,14 @@ def export(
             the config), TorchScript and ONNX outputs, and the `load_model` round trip;
             raises `ExportError` on a mismatch.
         opset: ONNX opset version.
+        trust: with a run directory, whether its spec may import and call the code its
+            sources name (as for `nas.load_run`; default no, unless ``NAS_TRUSTED_SOURCES`` lists it).
     """
 
     formats = parse_formats(formats)
     run = None
     if isinstance(source, (str, os.PathLike)):
-        source = load_run(source)
+        source = load_run(source, trust=trust)
     if isinstance(source, Run):
         run = source
         net = run.net

@@ -38,7 +38,7 @@ def default_picks(objectives: Sequence[Any]) -> list[str]:
     return ["knee", f"best:{objectives[0].name}"]
 
 
-def report(run: Any, out: str | os.PathLike | None = None, picks: Sequence[str] | None = None) -> dict[str, Path]:
+def report(run: Any, out: str | os.PathLike | None = None, picks: Sequence[str] | None = None, *, trust: bool = False) -> dict[str, Path]:
     """Write the report of a run; returns name -> file.
 
     Example:
@@ -53,9 +53,11 @@ def report(run: Any, out: str | os.PathLike | None = None, picks: Sequence[str] 
         run: a `nas.runs.Run` or its directory.
         out: output directory (default ``<run>/report``).
         picks: pick rules to mark (`nas.pick`); default: the knee and the best of the first objective.
+        trust: with a run directory, whether its spec may import and call the code its
+            sources name (as for `nas.load_run`; default no, unless ``NAS_TRUSTED_SOURCES`` lists it).
     """
     if isinstance(run, (str, os.PathLike)):
-        run = load_run(run)
+        run = load_run(run, trust=trust)
     front = run.front
     if not front and getattr(run, "constraints", None) and any(e.ok for e in run.evaluations):
         raise ReportError(f"the run {run.run}: {run.infeasible_line()}")

@@ -38,6 +38,7 @@ from typing import Any
 from nas.errors import NASError
 
 SPEC = "spec.toml"
+IDENTITY = "identity.json"
 CHECKPOINT = "supernet.pt"
 STORE = "evaluations.sqlite"
 FRONT = "front.json"
@@ -93,6 +94,11 @@ class RunDir:
         return self.path / SPEC
 
     @property
+    def identity(self) -> Path:
+        """``identity.json``: the run's own copy of its spec (an edited ``spec.toml`` is refused against it)."""
+        return self.path / IDENTITY
+
+    @property
     def checkpoint(self) -> Path:
         """``supernet.pt``: the training checkpoint (supernet weights and the state to resume)."""
         return self.path / CHECKPOINT
@@ -128,7 +134,7 @@ class RunDir:
 
     def is_run(self) -> bool:
         """Whether the directory holds a run's files (a spec, a checkpoint, a database or a writer's lock)."""
-        return any(p.exists() for p in (self.spec, self.checkpoint, self.store, self.lock_file))
+        return any(p.exists() for p in (self.spec, self.identity, self.checkpoint, self.store, self.lock_file))
 
     def write_front(self, payload: dict[str, Any]) -> Path:
         """Write ``front.json`` atomically."""
@@ -450,6 +456,7 @@ __all__ = [
     "CHECKPOINT",
     "EXPORT",
     "FRONT",
+    "IDENTITY",
     "LATENCY",
     "LOCK",
     "REPORT",

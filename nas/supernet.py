@@ -48,6 +48,11 @@ class Supernet(nn.Module):
         input_dtype: the input's dtype (None: the weights'; ``torch.long`` for token ids).
         family: registry name of the family that built it (for rebuilding exports).
         family_args: the keyword arguments the family was built with.
+
+    Attributes:
+        trained_on: the `nas.data.fingerprint` of the data `nas.train_supernet` trained it
+            on (kept in its checkpoint; None until trained): evaluation, search and export
+            on other data warn (`nas.DataMismatch`).
     """
 
     def __init__(
@@ -64,6 +69,7 @@ class Supernet(nn.Module):
         self.input_dtype = input_dtype
         self.family = family
         self.family_args = dict(family_args or {})
+        self.trained_on: dict[str, Any] | None = None
         self._elastic = [m for m in body.modules() if isinstance(m, ElasticModule)]
         self._owners: dict[str, int] = {}
         for module in self._elastic:

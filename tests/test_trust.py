@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from nas.cli import main
+from nas.errors import ReportError
 from nas.rundir import RunDir
 from nas.runs import (
     RunError,
@@ -173,3 +174,16 @@ def test_space_source_errors_name_the_key(tmp_path, monkeypatch):
     with pytest.raises(SpecError, match="cannot import 'no_such_module_x:model'"):
         load_spec({"space": {"source": "no_such_module_x:model"}})
     assert load_spec({"space": {**spec["space"], "args": {"hidden": 16}, "convert": {"widths": [0.5, 1.0]}}}).build_net().space["0.width"].values == (8, 16)
+
+
+def test_export_and_report_of_a_run_directory_take_trust_like_load_run(crafted):
+    import nas
+
+    with pytest.raises(UntrustedSource, match="evil_marker:write"):
+        nas.export(str(crafted), "knee", formats="pt")
+    with pytest.raises(UntrustedSource, match="evil_marker:write"):
+        nas.report(str(crafted))
+    assert not (crafted.parent / "MARKER").exists()
+    with pytest.raises(ReportError, match="no successful evaluation"):  # trusted: opened, then nothing to report
+        nas.report(str(crafted), trust=True)
+    assert (crafted.parent / "MARKER").exists()

@@ -57,6 +57,7 @@ Example:
 
 from nas._toml import dumps_toml
 from nas.errors import RunError, SpecError
+from nas.runs._identity import IDENTITY, SpecChanged
 from nas.runs._run import Run, load_run, prepare, run_dir, run_spec
 from nas.runs._schema import FIELDS, flags
 from nas.runs._spec import DEMO, SPEC, RunSpec, load_spec
@@ -66,7 +67,9 @@ from nas.schema import Field
 __all__ = [
     "DEMO",
     "FIELDS",
+    "IDENTITY",
     "SPEC",
+    "SpecChanged",
     "Field",
     "Run",
     "RunError",

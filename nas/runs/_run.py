@@ -13,12 +13,14 @@ from nas.errors import RunError
 from nas.metrics import default_reference, finite_reference, of
 from nas.pareto import Constraint, parse_objectives
 from nas.result import SearchResult, hypervolume_history
+from nas.rundir import IDENTITY
+from nas.runs._identity import write_identity
 from nas.runs._spec import SPEC, RunSpec, load_spec
 from nas.searching import search
 from nas.store import FILENAME as STORE
 from nas.store import EvaluationStore
 from nas.rundir import RunDir
-from nas.training import CHECKPOINT, read_checkpoint, train_supernet
+from nas.training import CHECKPOINT, read_checkpoint, train_supernet, trained_on
 
 RUNS = Path("runs")
 
@@ -39,9 +41,8 @@ def prepare(spec: RunSpec, run: str | os.PathLike | None = None) -> Path:
     path = run_dir(spec, run)
     if path.exists() and not path.is_dir():
         raise RunError(f"the run directory {path} is a file")
-    stored_path = path / SPEC
-    if stored_path.is_file():
-        stored = RunSpec.load(stored_path)
+    if (path / SPEC).is_file() or (path / IDENTITY).is_file():
+        stored = RunSpec.load(path)  # refused when it was edited since the run was made (identity.json)
         same_code = all(stored[k] == spec[k] for k in ("data.source", "space.source"))
         stored._trusted, stored._where = spec._trusted and same_code, str(path)  # never run code only the stored spec names
         stored = stored.resolve() if stored._trusted else stored
@@ -57,7 +58,9 @@ def prepare(spec: RunSpec, run: str | os.PathLike | None = None) -> Path:
         raise RunError(f"{path} holds run files but no {SPEC}; use another run directory (--run)")
     elif path.is_dir() and not RunDir(path).is_run() and any(path.iterdir()):
         raise RunError(f"{path} is a non-empty directory that holds no run; use a new or empty run directory (--run)")
-    RunDir(path).write_spec(spec.to_toml())
+    text = spec.to_toml()
+    write_identity(path, spec, text)  # the run's own copy first: spec.toml is checked against it
+    RunDir(path).write_spec(text)
     return path
 
 
@@ -114,6 +117,7 @@ def _load_net(spec: RunSpec, path: Path) -> Any:
     state = read_checkpoint(checkpoint)
     method.check_finished(spec, path, state)
     net.load_state_dict(state["model"])
+    net.trained_on = trained_on(state)  # the data it was trained on: other data warns (nas.data.DataMismatch)
     net.eval()
     return net
 
@@ -132,7 +136,7 @@ def load_run(path: str | os.PathLike, *, trust: bool = False) -> Run:
         nas.runs.RunError: no run at no/such/run: it has no spec.toml
     """
     path = Path(path)
-    if not (path / SPEC).is_file():
+    if not (path / SPEC).is_file() and not (path / IDENTITY).is_file():
         raise RunError(f"no run at {path}: it has no {SPEC}")
     spec = load_spec(path, trust=trust)
     objectives = parse_objectives(spec["search.objectives"])
@@ -187,13 +191,15 @@ def run_spec(
 
     Args:
         spec: as `load_spec` takes it (None: the built-in demo).
-        run: the run directory (default ``runs/<name>``).
+        run: the run directory (default: `spec` when it is one, else ``runs/<name>``).
         train_only: stop after training (``nas train``).
         progress: progress bars for training and search.
         trust: whether the spec may import and call the code its sources name (see `load_spec`;
             None: yes for a file or dict, and for a run directory only with ``NAS_TRUSTED_SOURCES``).
         **overrides: spec keys by flag name (``budget=``, ``searcher=``, ...; see `load_spec`).
     """
+    if run is None and isinstance(spec, (str, os.PathLike)) and Path(spec).is_dir():
+        run = spec  # a run directory resumes there
     spec = load_spec(spec, trust=trust, **overrides)
     method = spec.method
     if train_only and not method.trains:

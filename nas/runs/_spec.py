@@ -12,6 +12,8 @@ from typing import Any
 from nas._toml import dumps_toml
 from nas.errors import RunError, SpecError
 from nas.methods import Method, for_searcher
+from nas.rundir import IDENTITY
+from nas.runs._identity import check_identity, damaged_spec, read_identity
 from nas.runs._resolve import Resolving
 from nas.runs._schema import _ARGS_OF, _BY_FLAG, _BY_KEY, FIELDS, SECTIONS
 from nas.schema import check, from_text, normal
@@ -94,23 +96,40 @@ class RunSpec(Resolving):
     def load(cls, path: str | os.PathLike) -> RunSpec:
         """A spec from a TOML file."""
         path = Path(path)
+        run = path if path.is_dir() else path.parent if path.name == SPEC and (path.parent / IDENTITY).is_file() else None
         if path.is_dir():
             if not (path / SPEC).is_file():
-                raise RunError(f"no run at {path}: it has no {SPEC}")
+                copy_ = read_identity(path)
+                if copy_ is None:
+                    raise RunError(f"no run at {path}: it has no {SPEC}")
+                return cls.from_dict(tomllib.loads(copy_["spec"]), str(path / IDENTITY))  # spec.toml deleted: the run's own copy
             path = path / SPEC
         try:
-            text = path.read_text()
+            text = path.read_bytes().decode()
         except FileNotFoundError:
             raise RunError(f"spec file {path} does not exist") from None
+        except IsADirectoryError:
+            raise RunError(f"spec file {path} is a directory; name a TOML file") from None
         except OSError as err:
             raise RunError(f"cannot read spec file {path}: {err.strerror or err}") from None
+        except UnicodeDecodeError as err:
+            if run is not None:
+                raise damaged_spec(run, path, f"not UTF-8 text: byte {err.start}") from None
+            raise SpecError(f"{path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+        if run is not None and not text.strip():
+            raise damaged_spec(run, path, "empty")
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
+            if run is not None:
+                raise damaged_spec(run, path, f"not valid TOML: {err}") from None
             raise SpecError(f"{path} is not valid TOML: {err}") from None
         if "name" not in data and path.name != SPEC:
             data["name"] = path.stem  # runs/cnn.toml runs in runs/cnn/
-        return cls.from_dict(data, str(path))
+        spec = cls.from_dict(data, str(path))
+        if run is not None:
+            check_identity(run, spec, path)  # an edited, emptied or truncated spec.toml is refused
+        return spec
 
     def override(self, how: str = "keyword", **values: Any) -> RunSpec:
         """A copy with the flag-named keys set (`how`: ``"flag"`` for CLI text, ``"keyword"`` for Python values).

@@ -20,6 +20,7 @@ from nas.training._loop import (
     reinitialise,
     train_standalone,
     train_supernet,
+    trained_on,
 )
 from nas.training._mixture import Mixture, WeightMixture
 from nas.training._ordered_dropout import OrderedDropout
@@ -79,4 +80,5 @@ __all__ = [
     "train_distributed",
     "train_standalone",
     "train_supernet",
+    "trained_on",
 ]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas.data import Data, resolve
+from nas.data import Data, fingerprint, resolve
 from nas.devices import PRECISIONS, autocast, check_precision, resolve_device
 from nas.evaluate import default_loss, evaluate, score
 from nas.rundir import CHECKPOINT, RunDir
@@ -29,7 +29,7 @@ from nas.training._recipe import (
     ScheduleSpec,
 )
 
-__all__ = ["CHECKPOINT", "Plan", "StandaloneResult", "Supervised", "load_checkpoint", "reinitialise", "train_standalone", "train_supernet"]
+__all__ = ["CHECKPOINT", "Plan", "StandaloneResult", "Supervised", "load_checkpoint", "reinitialise", "train_standalone", "train_supernet", "trained_on"]
 
 
 def train_supernet(
@@ -129,6 +129,9 @@ def train_supernet(
 
     A non-finite loss stops training with `nas.training.Diverged` (naming the epoch and
     step); the checkpoint of the last finite epoch is kept.
+
+    The net remembers the data it was trained on (``net.trained_on``, `nas.data.fingerprint`,
+    kept in the checkpoint): evaluating, searching or exporting it on other data warns.
     """
     if backend not in ("local", "ray"):
         raise ValueError(f"The 'backend' parameter of train_supernet must be 'local' or 'ray', got {backend!r}.")
@@ -172,7 +175,7 @@ def plan_supernet(net: nn.Module, data: Any, strategy: Any, loss: Any, *, epochs
     """`train_supernet`'s arguments resolved against the family's recipe and the data (checked up front)."""
     if precision not in PRECISIONS:
         raise ValueError(f"The 'precision' parameter of train_supernet must be one of {list(PRECISIONS)}, got {precision!r}.")
-    data = resolve(net, data)
+    data = resolve(net, data, compare=False)
     given = {"strategy": strategy, "epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "distill": distill}
     defaults = family_recipe(net, data, **given)  # the family's recipe for what was not given
     strategy, epochs, lr, batch_size, weight_decay, distill = (defaults[k] for k in given)
@@ -215,6 +218,7 @@ def supernet_step(net: nn.Module, plan: Plan, step_class: type[Supervised] | Non
         with autocast(plan.precision, device):
             return strat.step(net, x, y, rng, loss_fn, distill_fn)
 
+    net.trained_on = fingerprint(data)  # a resumed checkpoint's own replaces it (Supervised.load_state_dict)
     return (step_class or Supervised)(net, forward_backward, plan.recipe, data, validate, rng, **extra)
 
 
@@ -250,6 +254,14 @@ class Supervised(Step):
 
     def end_epoch(self, epoch: int, loss: float) -> dict[str, Any]:
         return {"loss": loss, "lr": self.optimizers["weights"].param_groups[0]["lr"], **self.validate()}
+
+    def state_dict(self) -> dict[str, Any]:
+        remembered = getattr(self.model, "trained_on", None)  # the data's fingerprint (nas.data.fingerprint)
+        return {"data": remembered} if remembered is not None else {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("data") is not None:
+            self.model.trained_on = state["data"]
 
     def postfix(self, record: Mapping[str, Any]) -> dict[str, str]:
         out = {"loss": f"{record['loss']:.4f}"}
@@ -365,7 +377,14 @@ def load_checkpoint(net: nn.Module, run: str | os.PathLike) -> list[dict[str, An
     """
     state = read_checkpoint(RunDir(run).checkpoint)
     net.load_state_dict(state["model"])
+    net.trained_on = trained_on(state)
     return state["history"]
+
+
+def trained_on(state: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The fingerprint of the data a checkpoint's supernet was trained on (None: not recorded)."""
+    step_state = state.get("step_state")
+    return step_state.get("data") if isinstance(step_state, Mapping) else None
 
 
 def _plain(value: Any) -> Any:
