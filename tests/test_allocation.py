@@ -183,6 +183,48 @@ def test_evopress_starts_from_the_initial_configs_and_resumes_exactly():
     assert a.ask(3) == b.ask(3)
 
 
+# -- seeds: evopress never ends worse than them ------------------------------------------------
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_evopress_seeded_with_a_solution_never_ends_worse_than_the_seed_on_its_selection_data(seed):
+    dp = DPSearcher(SPACE, ["accuracy:max"], cost=params, constraints=[f"params<={BUDGET}"], seed=0)
+    drive(dp, pairwise, rounds=2, n=len(dp.tables))
+    solution = dp.evaluations[len(dp.tables)]
+    uniform = {f"l{i}": 3 for i in range(LAYERS)}
+    evo = EvoPressSearcher(SPACE, ["accuracy:max"], cost=params, constraints=[f"params<={BUDGET}"], tolerance=0.0,
+                           screen=noisy_screen(pairwise), offspring=8, initial=[uniform, solution.config], seed=seed)
+    drive(evo, pairwise, rounds=8, n=1)
+    assert [e.config for e in evo.evaluations[:2]] == [uniform, solution.config]  # every seed, one per ask
+    assert evo.parent_value >= solution.metrics["accuracy"]
+    assert best_within(evo.evaluations).metrics["accuracy"] >= solution.metrics["accuracy"]
+
+
+def test_a_seed_that_spends_less_than_the_band_is_evaluated_and_kept_when_it_is_best():
+    seed = {f"l{i}": 2 for i in range(LAYERS)}  # 16 of a budget of 24: below the band evopress's children keep to
+    def peaked(v):
+        return -np.abs(v - 2).sum(axis=-1)  # best where every layer sits at level 2: spending more hurts
+
+    evo = EvoPressSearcher(SPACE, ["accuracy:max"], cost=params, constraints=[f"params<={BUDGET}"], tolerance=0.0,
+                           initial=[seed], seed=0)
+    evaluations = drive(evo, peaked, rounds=10, n=2)
+    assert evaluations[0].config == seed and evo.parent == seed
+    assert all(params(e.config)["params"] == BUDGET for e in evaluations[1:])  # the children spend the budget exactly
+
+
+def test_evopress_counts_screening_in_full_evaluations_and_bounds_each_ask():
+    screen = noisy_screen(pairwise)
+    evo = EvoPressSearcher(SPACE, ["accuracy:max"], cost=params, constraints=[f"params<={BUDGET}"], tolerance=0.0,
+                           screen=screen, offspring=16, fidelities=(0.1, 0.3), seed=0)
+    limit = 30.0
+    while evo.spent + evo.ask_cost(1) <= limit:
+        bound, before = evo.ask_cost(1), evo.spent
+        configs = evo.ask(1)
+        evo.tell([Evaluation(c, {"accuracy": float(pairwise(levels(c)))}) for c in configs])
+        assert evo.spent - before <= bound + 1e-12
+    assert evo.spent <= limit and evo.spent == pytest.approx(len(evo.evaluations) + sum(f * k for f, k in screen.calls))
+    assert evo.ask_cost(1) == pytest.approx(1 + 16 * 0.1 + 4 * 0.3)  # 16 children, 4 survive the first step, 1 the second
+
+
 # -- bad input --------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["evopress", "dp"])
 def test_allocation_searchers_need_a_budget_and_a_fitness(name):
@@ -192,6 +234,12 @@ def test_allocation_searchers_need_a_budget_and_a_fitness(name):
         nas.searchers.get(name, SPACE, ["params:min"], cost=params, constraints=["params<=20"])
     with pytest.raises(InvalidConstraint, match="cannot be met: params ranges from 8"):
         nas.searchers.get(name, SPACE, ["accuracy:max"], cost=params, constraints=["params<=5"])
+
+
+def test_evopress_says_when_a_seed_breaks_the_constraints():
+    with pytest.raises(ValueError, match=r"The 'initial' parameter has a config that breaks the constraints \['params<=24'\]"):
+        EvoPressSearcher(SPACE, ["accuracy:max"], cost=params, constraints=[f"params<={BUDGET}"],
+                         initial=[{f"l{i}": 5 for i in range(LAYERS)}], seed=0)
 
 
 def test_evopress_says_when_no_config_fits_the_budget_band():

@@ -7,14 +7,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from nas.evaluation import Evaluation
-from nas.pareto import Constraint, InvalidConstraint
-from nas.searchers._base import Constraints, CostFn, Searcher, Told, register
+from nas.pareto import Constraint
+from nas.searchers._base import CostFn, Told, register
+from nas.searchers._budget import BudgetSearcher
 from nas.space import Config, SearchSpace
 
 
 @register("dp")
-class DPSearcher(Searcher):
+class DPSearcher(BudgetSearcher):
     """Measure each layer's error alone, then find the best allocation by dynamic programming.
 
     Layer-wise allocation as the layer-adaptive pruning paper solves it: every dimension
@@ -57,38 +57,16 @@ class DPSearcher(Searcher):
         cost: analytic metrics ``config -> dict`` (required: it gives the budget metric).
     """
 
-    def __init__(
-        self,
-        space: SearchSpace,
-        objectives,
-        *,
-        constraints: Constraints = None,
-        seed: int | None = None,
-        cost: CostFn | None = None,
-    ) -> None:
-        super().__init__(space, objectives, seed=seed, cost=cost, constraints=constraints)
-        budget = next((c for c in self.constraints if c.op in ("<=", "<")), None)
-        if budget is None:
-            raise InvalidConstraint(
-                "The 'constraints' parameter of dp needs a budget, an upper bound on a cost metric "
-                f"such as 'params<=50000', got {[str(c) for c in self.constraints]}."
-            )
-        costed = self.cost_names()
-        fitness = [o for o in self.objectives if o.name not in costed]
-        if not fitness:
-            raise ValueError(
-                f"dp needs an objective that 'cost' does not give (e.g. 'accuracy:max'), got {[str(o) for o in self.objectives]}."
-            )
-        self.budget: Constraint = budget
-        self.fitness = fitness[0]
+    def _prepare(self) -> None:
+        """The levels and the table configs (the largest, then one layer changed at a time), in measuring order."""
+        space = self.space
         self.base = space.largest()
         parents = {d.when[0] for d in space.dimensions if d.when is not None}
         self.levels = [
             d.name for d in space.dimensions
             if d.name in self.base and d.name not in parents and d.kind is not str and len(d.values) > 1
         ]
-        if not self.levels:
-            raise ValueError("dp needs numeric dimensions with several values (per-layer levels); the space has none.")
+        self._require_levels(self.levels)
         self.tables: list[Config] = [dict(self.base)]
         self._cells: list[tuple[str, int]] = [("", -1)]
         for name in self.levels:
@@ -115,11 +93,6 @@ class DPSearcher(Searcher):
         return super().random_unseen(n, exclude)
 
     # -- the protocol --------------------------------------------------------------------
-    def _value(self, evaluation: Evaluation) -> float:
-        if not evaluation.ok or self.fitness.name not in evaluation.metrics:
-            return -math.inf
-        return -self.fitness.sign * float(evaluation.metrics[self.fitness.name])
-
     def _tell(self, told: list[Told]) -> None:
         for t in told:
             index = self._table_keys.get(t.key)
@@ -165,6 +138,7 @@ class DPSearcher(Searcher):
 
     def _solve(self) -> list[tuple[Config, float]]:
         """The (cost, error) Pareto frontier of allocations meeting the budget, best predicted first."""
+        assert self.errors is not None  # solved only once the tables are told
         ranked = allocate(self.space, self.errors, self.cost_of, self.budget, base=self.base)
         if not ranked:
             raise ValueError(f"dp found no allocation whose additive {self.budget.metric} meets the budget {self.budget}.")
@@ -173,7 +147,7 @@ class DPSearcher(Searcher):
 
 def allocate(
     space: SearchSpace,
-    errors: Mapping[str, Sequence[float]],
+    errors: Mapping[str, Sequence[float] | np.ndarray],
     cost: CostFn,
     budget: Constraint,
     *,

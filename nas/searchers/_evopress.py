@@ -13,8 +13,8 @@ from torch.utils.data import Subset
 from nas.data import Data, resolve
 from nas.evaluate import evaluate
 from nas.evaluation import Evaluation
-from nas.pareto import Constraint, InvalidConstraint
-from nas.searchers._base import Constraints, CostFn, Searcher, Told, register
+from nas.searchers._base import Constraints, CostFn, Told, register
+from nas.searchers._budget import BudgetSearcher
 from nas.searchers._operators import _repair as repair
 from nas.space import Config, SearchSpace
 
@@ -22,14 +22,14 @@ Screen = Callable[[list[Config], float], Sequence[Evaluation]]
 
 
 @register("evopress")
-class EvoPressSearcher(Searcher):
+class EvoPressSearcher(BudgetSearcher):
     """Evolution whose mutations move compression between layers and keep the budget (EvoPress).
 
     Every dimension with several numeric values is a per-layer *level* (a rank, width,
     LoRA rank, kept-or-dropped flag or bit-width; values ordered cheapest first). The
     *budget* is the first upper-bound constraint (``"params<=50000"``); a config is inside
     it when it meets every constraint and its budget metric is at least ``(1 - tolerance)``
-    times the bound, so every proposal spends the budget. A level switch steps one layer
+    times the bound, so every proposal it makes spends the budget. A level switch steps one layer
     down and another up, then keeps stepping random layers down (over the budget) or up
     (under it) until the config is inside again, and then up while it stays within the
     budget (so it spends what it can): where every step costs the same, the cost stays
@@ -37,14 +37,20 @@ class EvoPressSearcher(Searcher):
     ``min(u1, u2)`` switches, ``u1, u2`` uniform in 1..3.
 
     The search is a (1 + lambda) evolution on the first objective that `cost` does not give
-    (the fitness, e.g. accuracy): the parent is the best told config inside the budget. At
-    every `ask(n)`, `offspring` distinct unseen children of the parent are made; with a
+    (the fitness, e.g. accuracy): the parent is the best told config that meets the
+    constraints. The `initial` configs (the seeds: e.g. a uniform allocation, sensitivity
+    priors, the `dp` solution) are proposed first, all of them, before any child; a seed
+    only has to meet the constraints (it may spend less than the band), and since the parent
+    is the best told config, the search never ends worse than its best seed on the data its
+    evaluations measure. Then at every `ask(n)`, `offspring` distinct unseen children of the
+    parent are made (random configs moved inside the budget while there is no parent); with a
     `screen` function they go through multi-step selection, scored at each of the growing
     `fidelities` (fractions of the calibration data) and cut geometrically from `offspring`
     to ``n`` survivors, so most children cost a fraction of one evaluation; without one, ``n``
-    children are proposed as they come. The first batch is `initial` (e.g. sensitivity
-    priors, a uniform allocation) and then random configs moved inside the budget. State is
-    the told evaluations (and a deterministic `screen`), so a seeded run resumes exactly.
+    children are proposed as they come. `spent` counts the evaluations in full-evaluation
+    equivalents (told ones plus the screening) and `ask_cost(n)` bounds what the next ask
+    spends, so a caller can keep to an evaluation budget. State is the told evaluations
+    (and a deterministic `screen`), so a seeded run resumes exactly.
 
     Example:
         >>> from nas import Choice, Evaluation, SearchSpace
@@ -70,7 +76,7 @@ class EvoPressSearcher(Searcher):
         screen: ``(configs, fidelity) -> evaluations`` scoring configs on a `fidelity`
             fraction of the calibration data (`subset_screen` builds one for a supernet).
         fidelities: the growing fractions of the selection steps, before the full evaluation.
-        initial: configs to evaluate first (those outside the budget are dropped).
+        initial: configs to evaluate first, each meeting the constraints (else `ValueError`).
         seed: seed of every random choice.
         cost: analytic metrics ``config -> dict`` (required: it gives the budget metric).
     """
@@ -90,12 +96,6 @@ class EvoPressSearcher(Searcher):
         cost: CostFn | None = None,
     ) -> None:
         super().__init__(space, objectives, seed=seed, cost=cost, constraints=constraints)
-        budget = next((c for c in self.constraints if c.op in ("<=", "<")), None)
-        if budget is None:
-            raise InvalidConstraint(
-                "The 'constraints' parameter of evopress needs a budget, an upper bound on a cost metric "
-                f"such as 'params<=50000', got {[str(c) for c in self.constraints]}."
-            )
         if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
             raise ValueError(f"The 'tolerance' parameter must be a number in [0, 1), got {tolerance!r}.")
         if isinstance(offspring, bool) or not isinstance(offspring, int) or offspring < 1:
@@ -107,24 +107,21 @@ class EvoPressSearcher(Searcher):
             fidelities
         ) != sorted(set(fidelities)):
             raise ValueError(f"The 'fidelities' parameter must be increasing fractions in (0, 1], got {fidelities!r}.")
-        self.budget: Constraint = budget
         self.tolerance = float(tolerance)
         self.offspring = offspring
         self.screen = screen
         self.fidelities = fidelities
         self.initial = [space.validate(c) for c in initial]
+        for config in self.initial:
+            if not self.feasible(config):
+                raise ValueError(
+                    f"The 'initial' parameter has a config that breaks the constraints {[str(c) for c in self.constraints]}: "
+                    f"{config} ({self.budget.metric}={self.cost_of(config)[self.budget.metric]:g})."
+                )
         self._conditional = any(d.when is not None for d in space.dimensions)
         self.levels = [d.name for d in space.dimensions if d.kind is not str and len(d.values) > 1]
-        if not self.levels:
-            raise ValueError("evopress needs numeric dimensions with several values (per-layer levels); the space has none.")
-        costed = self.cost_names()
-        fitness = [o for o in self.objectives if o.name not in costed]
-        if not fitness:
-            raise ValueError(
-                f"evopress needs an objective that 'cost' does not give (e.g. 'accuracy:max'), got {[str(o) for o in self.objectives]}."
-            )
-        self.fitness = fitness[0]
-        self.lower = budget.value * (1 - self.tolerance)
+        self._require_levels(self.levels)
+        self.lower = self.budget.value * (1 - self.tolerance)
         self.parent: Config | None = None
         self.parent_value = -math.inf  # fitness in maximisation units
         self.screened = 0.0  # configs screened, in full evaluations (sum of fidelities)
@@ -181,9 +178,7 @@ class EvoPressSearcher(Searcher):
         for _attempt in range(20):
             child: Config | None = config
             for _ in range(switches):
-                child = self._switch(child)
-                if child is None:
-                    break
+                child = self._switch(child) if child is not None else None
             if child is not None and child != config:
                 return child
         return None
@@ -225,59 +220,77 @@ class EvoPressSearcher(Searcher):
         return out
 
     # -- the protocol --------------------------------------------------------------------
-    def _value(self, evaluation: Evaluation) -> float:
-        """The fitness of an evaluation in maximisation units (-inf when failed or lacking it)."""
-        if not evaluation.ok or self.fitness.name not in evaluation.metrics:
-            return -math.inf
-        return -self.fitness.sign * float(evaluation.metrics[self.fitness.name])
+    @property
+    def spent(self) -> float:
+        """Evaluations spent so far, in full-evaluation equivalents: those told plus the screening."""
+        return len(self.evaluations) + self.screened
+
+    def ask_cost(self, n: int = 1) -> float:
+        """The most the next `ask(n)` spends, in full-evaluation equivalents (`n`, plus screening its offspring)."""
+        seeds = sum(not self.taken(self.space.key(c)) for c in self.initial)
+        children = n - min(seeds, n)
+        if not children or self.screen is None or self.parent is None:
+            return float(n)
+        return n + sum(f * k for f, k in zip(self.fidelities, self._schedule(max(children, self.offspring), children)))
 
     def _tell(self, told: list[Told]) -> None:
         for t in told:
             value = self._value(t.evaluation)
-            if value > self.parent_value and self.inside(t.config, t.key):
+            if value > self.parent_value and self.feasible(t.config, t.key):
                 self.parent, self.parent_value = t.config, value
 
     def _ask(self, n: int) -> list[Config]:
         out: list[Config] = []
         keys: set[str] = set()
 
-        def add(config: Config | None) -> bool:
+        def add(config: Config | None, to: list[Config], seed: bool = False) -> bool:
             if config is None:
                 return False
             key = self.space.key(config)
-            if key in keys or self.taken(key) or not self.inside(config, key):
+            if key in keys or self.taken(key) or not (self.feasible(config, key) if seed else self.inside(config, key)):
                 return False
             keys.add(key)
-            out.append(config)
+            to.append(config)
             return True
 
+        for config in self.initial:  # the seeds first, all of them, whatever the parent
+            if len(out) < n:
+                add(config, out, seed=True)
+        if len(out) == n:
+            return out
         if self.parent is None:
-            for config in self.initial:
-                if len(out) < n:
-                    add(config)
             for config in self.random_unseen(n - len(out), exclude=keys):
-                add(config)
+                add(config, out)
             if not out and not self.evaluations:
                 raise ValueError(
                     f"evopress found no config inside the budget {self.budget} with tolerance {self.tolerance} "
                     f"({self.budget.metric} in [{self.lower:g}, {self.budget.value:g}]); raise 'tolerance'."
                 )
             return out
-        want = max(n, self.offspring) if self.screen is not None else n
+        need = n - len(out)
+        want = max(need, self.offspring) if self.screen is not None else need
+        children: list[Config] = []
         for _ in range(20 * want):
-            if len(out) >= want:
+            if len(children) >= want:
                 break
-            add(self.level_switch(self.parent))
-        if self.screen is not None and len(out) > n:
-            out = self._select(out, n)
-        return out[:n]
+            add(self.level_switch(self.parent), children)
+        if self.screen is not None and len(children) > need:
+            children = self._select(self.screen, children, need)
+        return out + children[:need]
 
-    def _select(self, children: list[Config], n: int) -> list[Config]:
+    def _schedule(self, m: int, n: int) -> list[int]:
+        """How many of `m` children are screened at each fidelity when `n` survive (cut geometrically)."""
+        counts = []
+        for i in range(len(self.fidelities)):
+            counts.append(m)
+            m = max(n, round(m * (n / m) ** (1 / (len(self.fidelities) - i))))
+        return counts
+
+    def _select(self, screen: Screen, children: list[Config], n: int) -> list[Config]:
         """Multi-step selection: score on growing fidelities, keep geometrically fewer, down to `n`."""
-        steps = len(self.fidelities)
-        for i, fidelity in enumerate(self.fidelities):
-            keep = max(n, round(len(children) * (n / len(children)) ** (1 / (steps - i))))
-            evaluations = list(self.screen(children, fidelity))
+        counts = self._schedule(len(children), n)[1:] + [n]
+        for fidelity, keep in zip(self.fidelities, counts):
+            evaluations = list(screen(children, fidelity))
             if len(evaluations) != len(children):
                 raise ValueError(f"the 'screen' function returned {len(evaluations)} evaluations for {len(children)} configs.")
             self.screened += fidelity * len(children)
