@@ -15,7 +15,7 @@ from nas.cli import main
 from nas.data import digits
 from nas.runs import load_run, run_spec
 from nas.training import STRATEGIES, DistributedError, Replica, Sandwich, load_checkpoint, train_supernet
-from nas.training._loop import plan_supernet, supernet_step
+from nas.training._plan import plan_supernet, supernet_step
 from search_spaces.mlp import MLP
 
 RECIPE = {"epochs": 3, "lr": 0.01, "batch_size": 64, "seed": 0, "strategy": "sandwich"}

@@ -60,7 +60,8 @@ from nas.devices import check_precision, resolve_device, to_device
 from nas.errors import NASError
 from nas.rundir import RunDir
 from nas.training._fit import _check_resumable, fit, read_checkpoint
-from nas.training._loop import Plan, Supervised, supernet_step
+from nas.training._plan import Plan, supernet_step
+from nas.training._supervised import Supervised
 
 
 class DistributedError(NASError, ValueError):
@@ -189,10 +190,17 @@ def _check(workers, use_gpu, address, cpus_per_worker, max_failures) -> None:
 
 
 def check_address(address: str, *, parameter: str = "ray_address") -> None:
-    """Refuse, in one line, a ``host:port`` Ray address where nothing listens (``auto`` is checked by joining)."""
+    """Refuse, in one line, a Ray address where nothing listens: ``host:port``, or the cluster
+    ``auto`` finds (``RAY_ADDRESS``, else the one last started on this machine)."""
+    target = address
     if address == "auto":
-        return
-    target = address.split("://", 1)[-1]
+        from nas.backends import raw_address
+
+        target = raw_address("auto")
+        if not target:
+            raise DistributedError(f"The '{parameter}' parameter is 'auto', but no running Ray cluster is known on this machine; "
+                                   "start one (`ray start --head`) or leave the address unset for a private local Ray.")
+    target = target.split("://", 1)[-1]
     host, _, port = target.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit():
@@ -201,8 +209,9 @@ def check_address(address: str, *, parameter: str = "ray_address") -> None:
         with socket.create_connection((host, int(port)), timeout=3):
             pass
     except OSError as err:
+        where = f" (found {target})" if address == "auto" else ""
         raise DistributedError(
-            f"The '{parameter}' parameter is {address!r}, but no Ray cluster answers there ({err.strerror or err}); "
+            f"The '{parameter}' parameter is {address!r}{where}, but no Ray cluster answers there ({err.strerror or err}); "
             "start one (`ray start --head`) or leave the address unset for a private local Ray."
         ) from None
 
@@ -213,13 +222,13 @@ def _join(address: str | None, workers: int | None, cpus: float, use_gpu: bool |
 
     import ray
 
-    from nas.backends._ray import _is_loopback, _raw_address, _single_machine_mode
+    from nas.backends import is_loopback, raw_address, single_machine_mode
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     if ray.is_initialized():
         return False
     if address is None and not os.environ.get("RAY_ADDRESS"):
-        _single_machine_mode()
+        single_machine_mode()
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(
             address="local",  # never an existing cluster found on this machine
@@ -232,8 +241,8 @@ def _join(address: str | None, workers: int | None, cpus: float, use_gpu: bool |
         return True
     if address is not None:
         check_address(address)
-    if _is_loopback(_raw_address(address)):
-        _single_machine_mode()
+    if is_loopback(raw_address(address)):
+        single_machine_mode()
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except ConnectionError as err:

@@ -11,14 +11,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas.data import Data, fingerprint, resolve
-from nas.devices import PRECISIONS, autocast, check_precision, resolve_device
-from nas.evaluate import default_loss, evaluate, score
+from nas.data import resolve
+from nas.devices import check_precision, resolve_device
+from nas.evaluate import default_loss, score
 from nas.rundir import CHECKPOINT, RunDir
-from nas.training._base import LossFn, Strategy, get_strategy
-from nas.training._distill import DistillFn, make_distill
-from nas.training._family import family_recipe
-from nas.training._fit import Step, _device, fit, read_checkpoint
+from nas.training._base import LossFn, Strategy
+from nas.training._distill import DistillFn
+from nas.training._fit import _device, fit, read_checkpoint
+from nas.training._plan import Plan, plan_supernet, supernet_step
 from nas.training._recipe import (
     BATCH_SIZE,
     EPOCHS,
@@ -28,6 +28,7 @@ from nas.training._recipe import (
     Recipe,
     ScheduleSpec,
 )
+from nas.training._supervised import Supervised
 
 __all__ = ["CHECKPOINT", "Plan", "StandaloneResult", "Supervised", "load_checkpoint", "reinitialise", "train_standalone", "train_supernet", "trained_on"]
 
@@ -158,123 +159,6 @@ def train_supernet(
                callback=callback, desc=f"train {getattr(net, 'family', 'supernet')}")
 
 
-class Plan(NamedTuple):
-    """What `train_supernet` trains with, resolved once (and shipped to distributed workers)."""
-
-    data: Data
-    recipe: Recipe
-    strategy: Strategy
-    loss: LossFn
-    distill: DistillFn | None
-    identity: dict[str, Any]
-    precision: str
-
-
-def plan_supernet(net: nn.Module, data: Any, strategy: Any, loss: Any, *, epochs, lr, batch_size, distill, optimizer,
-                  weight_decay, schedule, grad_clip, seed, precision) -> Plan:
-    """`train_supernet`'s arguments resolved against the family's recipe and the data (checked up front)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"The 'precision' parameter of train_supernet must be one of {list(PRECISIONS)}, got {precision!r}.")
-    data = resolve(net, data, compare=False)
-    given = {"strategy": strategy, "epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "distill": distill}
-    defaults = family_recipe(net, data, **given)  # the family's recipe for what was not given
-    strategy, epochs, lr, batch_size, weight_decay, distill = (defaults[k] for k in given)
-    recipe = Recipe(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay,
-                    schedule=schedule, grad_clip=grad_clip, seed=seed)
-    strat = get_strategy(strategy)
-    strat.prepare(net)  # before the optimizer: a strategy may add weights (mixture)
-    loss_fn = default_loss(data, loss)
-    distill_fn, distill_name = make_distill(distill, strat.distills_by_default, strat.supports_distill, data.classification, strat.name)
-    identity = {
-        "kind": "supernet",
-        "family": getattr(net, "family", None),
-        "family_args": _plain(getattr(net, "family_args", None)),
-        "strategy": strat.name or type(strat).__name__,
-        "strategy_params": _plain(strat.params()),
-        "distill": distill_name,
-    }
-    if precision != "fp32":  # recorded only when not the default: older checkpoints still resume
-        identity["precision"] = precision
-    return Plan(data, recipe, strat, loss_fn, distill_fn, identity, precision)
-
-
-def supernet_step(net: nn.Module, plan: Plan, step_class: type[Supervised] | None = None, **extra: Any) -> Supervised:
-    """The `Supervised` step training `net` by `plan` (the strategy's step under the precision's autocast)."""
-    rng = np.random.default_rng(plan.recipe.seed)
-    data, strat, loss_fn, distill_fn = plan.data, plan.strategy, plan.loss, plan.distill
-    device = _device(net)
-
-    def validate() -> dict[str, float]:
-        record: dict[str, float] = {}
-        evals = evaluate(net, [net.largest(), net.smallest()], data, metrics=("accuracy", "loss"), loss=loss_fn)
-        for which, ev in zip(("largest", "smallest"), evals):
-            for k, v in ev.metrics.items():
-                record[f"{which}_{k}"] = v
-            if not ev.ok:
-                record[f"{which}_loss"] = math.nan
-        return record
-
-    def forward_backward(x: torch.Tensor, y: torch.Tensor) -> float:
-        with autocast(plan.precision, device):
-            return strat.step(net, x, y, rng, loss_fn, distill_fn)
-
-    net.trained_on = fingerprint(data)  # a resumed checkpoint's own replaces it (Supervised.load_state_dict)
-    return (step_class or Supervised)(net, forward_backward, plan.recipe, data, validate, rng, **extra)
-
-
-class Supervised(Step):
-    """A `Step` with one optimizer: `forward_backward(x, y)` accumulates the gradients and
-    returns the loss to report; the step zeroes them first, clips them and steps the optimizer.
-
-    Args:
-        model: the trained module.
-        forward_backward: ``(x, y) -> loss`` (after its backward passes).
-        recipe: the optimizer, schedule and clipping.
-        data: the data (the schedule's length).
-        validate: the epoch's validation record.
-        rng: the generator of the step's random choices.
-    """
-
-    def __init__(self, model: nn.Module, forward_backward: Callable[[torch.Tensor, torch.Tensor], float], recipe: Recipe,
-                 data: Data, validate: Callable[[], dict[str, float]], rng: np.random.Generator):
-        self.model, self.forward_backward, self.validate, self.rng = model, forward_backward, validate, rng
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.grad_clip = recipe.grad_clip
-        opt, sched = recipe.build(self.params, data)
-        self.optimizers, self.schedulers = {"weights": opt}, {"weights": sched}
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        opt = self.optimizers["weights"]
-        opt.zero_grad(set_to_none=True)
-        value = self.forward_backward(x, y)
-        if self.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.params, self.grad_clip)
-        opt.step()
-        return value
-
-    def end_epoch(self, epoch: int, loss: float) -> dict[str, Any]:
-        return {"loss": loss, "lr": self.optimizers["weights"].param_groups[0]["lr"], **self.validate()}
-
-    def state_dict(self) -> dict[str, Any]:
-        remembered = getattr(self.model, "trained_on", None)  # the data's fingerprint (nas.data.fingerprint)
-        return {"data": remembered} if remembered is not None else {}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("data") is not None:
-            self.model.trained_on = state["data"]
-
-    def postfix(self, record: Mapping[str, Any]) -> dict[str, str]:
-        out = {"loss": f"{record['loss']:.4f}"}
-        for which in ("largest", "smallest"):
-            if f"{which}_accuracy" in record:
-                out[which] = f"{record[f'{which}_accuracy']:.3f}"
-            elif f"{which}_loss" in record:
-                out[which] = f"{record[f'{which}_loss']:.4f}"
-        if "val_accuracy" in record:
-            out["val"] = f"{record['val_accuracy']:.3f}"
-        return out
-
-
 class StandaloneResult(NamedTuple):
     """What `train_standalone` returns."""
 
@@ -385,14 +269,3 @@ def trained_on(state: Mapping[str, Any]) -> dict[str, Any] | None:
     """The fingerprint of the data a checkpoint's supernet was trained on (None: not recorded)."""
     step_state = state.get("step_state")
     return step_state.get("data") if isinstance(step_state, Mapping) else None
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists, so a recipe compares equal after a save and load."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)

@@ -1,0 +1,113 @@
+"""Distributed supernet training: 1 vs N Ray Train workers on CPU, against single-process training.
+
+Trains the same supernet with the same recipe and seed three ways, in the same run: in this
+process (`backend="local"`), on 1 Ray Train worker and on N (default 2), all on one private
+loopback Ray. Prints, per way, the training time of the epochs (the sum of the per-epoch
+``seconds`` of the history: the epochs themselves, validation on worker 0 included), the
+wall-clock of the whole call (worker start-up included), and the largest and smallest
+subnets' validation accuracy. Then the speed-up of N workers over 1 (epochs, and wall-clock)
+beside the 1.6x target, and the accuracy gaps to single-process training beside the
+0.5-point target. With CUDA present, a GPU section trains in this process on CUDA in fp32 and
+bf16 and prints the same figures. `--check` exits 1 when a target is missed.
+
+The speed-up needs as many idle cores as workers; on a shared machine it says little.
+
+    python bench/train_scaling.py                       # mlp on digits, 2 workers
+    python bench/train_scaling.py --epochs 4 --width 256 --batch-size 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # bench/ray.py would shadow Ray
+sys.path.insert(0, str(HERE.parent))
+
+import nas  # noqa: E402
+from nas.data import digits, mnist1d  # noqa: E402
+from search_spaces.mlp import MLP  # noqa: E402
+
+SPEED_UP_TARGET = 1.6
+ACCURACY_TARGET = 0.005  # 0.5 points
+
+
+def _net(width: int, seed: int) -> MLP:
+    torch.manual_seed(seed)
+    return MLP(depths=(1, 2, 3), widths=(width // 4, width // 2, width), ranks=(width // 8, width // 4))
+
+
+def _train(label: str, net, data, recipe: dict, **kwargs) -> dict:
+    start = time.perf_counter()
+    history = nas.train_supernet(net, data, progress=False, **recipe, **kwargs)
+    wall = time.perf_counter() - start
+    row = {"way": label, "epochs_s": sum(h["seconds"] for h in history), "wall_s": wall,
+           "largest": history[-1]["largest_accuracy"], "smallest": history[-1]["smallest_accuracy"]}
+    print(f"{label:<22} epochs {row['epochs_s']:7.2f} s   wall {wall:7.2f} s   "
+          f"largest {row['largest']:.4f}   smallest {row['smallest']:.4f}", flush=True)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", choices=("digits", "mnist1d"), default="digits")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--width", type=int, default=128, help="largest hidden width of the mlp supernet")
+    parser.add_argument("--batch-size", type=int, default=128, help="global batch (split over the workers)")
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(1)
+    data = digits("flat") if args.data == "digits" else mnist1d("flat")
+    recipe = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed, "strategy": "sandwich"}
+    base = _net(args.width, args.seed)
+    print(f"mlp widths up to {args.width} on {args.data}, sandwich, {args.epochs} epochs, batch {args.batch_size}, "
+          f"seed {args.seed}; {os.cpu_count()} CPUs here, load {os.getloadavg()[0]:.1f}")
+
+    import ray
+
+    from nas.backends._ray import _single_machine_mode
+
+    _single_machine_mode()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(address="local", num_cpus=args.workers, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    try:
+        alone = _train("1 process (local)", copy.deepcopy(base), data, recipe)
+        one = _train("1 Ray worker", copy.deepcopy(base), data, recipe, backend="ray", workers=1)
+        many = _train(f"{args.workers} Ray workers", copy.deepcopy(base), data, recipe, backend="ray", workers=args.workers)
+    finally:
+        ray.shutdown()
+
+    speed_up = one["epochs_s"] / many["epochs_s"]
+    wall_up = one["wall_s"] / many["wall_s"]
+    gaps = {w: abs(many[w] - alone[w]) for w in ("largest", "smallest")}
+    print(f"\nspeed-up {args.workers} vs 1 worker: epochs {speed_up:.2f}x (target >= {SPEED_UP_TARGET}x), "
+          f"wall-clock with start-up {wall_up:.2f}x")
+    print(f"accuracy vs 1 process: largest {gaps['largest'] * 100:.2f} points, smallest {gaps['smallest'] * 100:.2f} points "
+          f"(target <= {ACCURACY_TARGET * 100:.1f})")
+    missed = speed_up < SPEED_UP_TARGET or max(gaps.values()) > ACCURACY_TARGET
+
+    if torch.cuda.is_available():
+        print(f"\nGPU: {torch.cuda.get_device_name(0)}")
+        cpu = alone
+        fp32 = _train("cuda fp32 (local)", copy.deepcopy(base), data, recipe, device="cuda")
+        bf16 = _train("cuda bf16 (local)", copy.deepcopy(base), data, recipe, device="cuda", precision="bf16")
+        print(f"cuda vs cpu epochs: fp32 {cpu['epochs_s'] / fp32['epochs_s']:.2f}x, bf16 {cpu['epochs_s'] / bf16['epochs_s']:.2f}x; "
+              f"bf16 largest {bf16['largest']:.4f} vs fp32 {fp32['largest']:.4f}")
+    else:
+        print("\nGPU section: no CUDA device; skipped")
+    return 1 if args.check and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
