@@ -38,7 +38,8 @@ printed beside each tau.
     # issue 16's levers on cnn1d (15 minutes with the from-scratch results cached): tau 0.473
     # (default), 0.296 (n=4), 0.370 / 0.400 (mixture K=2 / 3), 0.400 (16 BN batches); mlp
     # (--families mlp --strategies default,"mixture(k=2)"): 0.929 (default; noise ceiling 0.929)
-    # and 0.786 (mixture K=2, though its largest subnet matched scratch: 61.1 vs 60.9).
+    # and 0.786 (mixture K=2, though its largest subnet matched scratch: 61.1 vs 60.9); --lr 0.01
+    # (supernet and scratch): 0.643, largest 54.2 vs 63.6.
 """
 
 from __future__ import annotations
