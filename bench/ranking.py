@@ -33,6 +33,13 @@ printed beside each tau.
     python bench/ranking.py --data mnist1d [--quick] [--cache DIR]
     # MNIST-1D is far heavier: --quick (8 subnets, 2 seeds, cnn1d only) took 23 minutes of
     # wall time on 2 shared CPU cores; --cache keeps the from-scratch results between runs.
+    python bench/ranking.py --data mnist1d --quick --families cnn1d \
+        --strategies default,sandwich+none,"mixture(k=2)","mixture(k=3)" --calibrations 4,16 --cache DIR
+    # issue 16's levers on cnn1d (15 minutes with the from-scratch results cached): tau 0.473
+    # (default), 0.296 (n=4), 0.370 / 0.400 (mixture K=2 / 3), 0.400 (16 BN batches); mlp
+    # (--families mlp --strategies default,"mixture(k=2)"): 0.929 (default; noise ceiling 0.929)
+    # and 0.786 (mixture K=2, though its largest subnet matched scratch: 61.1 vs 60.9); --lr 0.01
+    # (supernet and scratch): 0.643, largest 54.2 vs 63.6.
 """
 
 from __future__ import annotations
@@ -128,8 +135,11 @@ def _job(job: tuple) -> tuple:
             strategy = get_strategy(strategy[0], **strategy[1])
         train_supernet(net, split, strategy=strategy, distill=payload["distill"], seed=seed, progress=False, **recipe)
     seconds = time.process_time() - began
-    evals = evaluate(net, payload["configs"], heldout, metrics=("accuracy",))
-    return kind, family, key, [e.metrics.get("accuracy", math.nan) for e in evals], seconds
+    accuracies = {}
+    for batches in payload.get("calibrations") or (4,):  # BatchNorm recalibration: training batches per subnet
+        evals = evaluate(net, payload["configs"], heldout, metrics=("accuracy",), calibration_batches=batches)
+        accuracies[batches] = [e.metrics.get("accuracy", math.nan) for e in evals]
+    return kind, family, key, accuracies, seconds
 
 
 def _stored(cache, family: str, data: str, config: dict, recipe: dict, seed: int):
@@ -278,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
     parser.add_argument("--no-latency", action="store_true", help="skip the latency-table rows")
     parser.add_argument("--verbose", action="store_true", help="print per-subnet accuracies")
+    parser.add_argument("--calibrations", default="4", help="BatchNorm recalibration batches per subnet; several (4,16): "
+                        "each trained supernet is also scored with the others (rows 'label @ N BN batches')")
     parser.add_argument("--cache", default="", help="a folder caching from-scratch results across runs (default: none)")
     args = parser.parse_args(argv)
 
@@ -286,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     mnist = args.data == "mnist1d"
     targets = MNIST1D_TARGETS if mnist else {"tau": TAU_TARGET, "largest": LARGEST_GAP, "smallest": SMALLEST_GAP, "each": None, "time": None}
+    calibrations = [int(c) for c in args.calibrations.split(",")]
     began = time.perf_counter()
     families = (args.families or ("mlp,cnn1d" if mnist else "mlp,cnn")).split(",")
     plans, jobs = {}, []
@@ -299,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         strategies = _variants(args, net, low_rank)
         plans[family] = dict(recipe=recipe, seeds=seeds, configs=configs, strategies=strategies, net=net)
         for label, strategy, distill in strategies:
-            payload = dict(strategy=strategy, distill=distill, configs=configs)
+            payload = dict(strategy=strategy, distill=distill, configs=configs, calibrations=calibrations)
             if strategy is None:  # the family's default: only the data (and, in quick mode, the shorter schedule)
                 jobs.append(("supernet", family, label, dict(payload, default=True), recipe if args.quick or args.epochs or args.lr else {}, args.seed, args.data))
             else:
@@ -334,10 +347,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{family}] from scratch (mean of {seeds} seeds): {np.round(truth * 100, 1).tolist()}")
         taus = {}
         for label, _, _ in plan["strategies"]:
-            inherited, seconds = results[("supernet", family, label)]
-            taus[label] = (_kendall(inherited, truth), np.array(inherited), seconds)
-            if args.verbose:
-                print(f"[{family}] {label}: tau {taus[label][0]:.3f}, {np.round(np.array(inherited) * 100, 1).tolist()}")
+            by_batches, seconds = results[("supernet", family, label)]
+            for batches, inherited in by_batches.items():
+                name = label if batches == calibrations[0] else f"{label} @ {batches} BN batches"
+                taus[name] = (_kendall(inherited, truth), np.array(inherited), seconds)
+                if args.verbose:
+                    print(f"[{family}] {name}: tau {taus[name][0]:.3f}, {np.round(np.array(inherited) * 100, 1).tolist()}")
         default = plan["strategies"][0][0]
         base = taus["uniform"][0] if "uniform" in taus else math.nan
         for label, (tau, inherited, seconds) in taus.items():

@@ -107,7 +107,7 @@ class Supernet(nn.Module):
         """As `nn.Module.load_state_dict`; the state of a mixture-trained supernet (``mixture.*``
         keys) first gives this one its K weight copies (`nas.training.WeightMixture`)."""
         if self._modules.get("mixture") is None and "mixture.router_bias" in state_dict:
-            from nas.training._mixture import WeightMixture
+            from nas.training import WeightMixture
 
             WeightMixture.attach(self, int(state_dict["mixture.router_bias"].shape[0]))
         result = super().load_state_dict(state_dict, strict, assign)
