@@ -16,9 +16,10 @@ loop spends a trial, and an evaluation, on every repeated proposal; the searcher
 such a trial and asks again; the per-trial ratio is printed too, for information); and for every searcher, the time spent in the run directory (opening,
 reading and writing the SQLite store and front.json, timed directly) <= 2 ms per
 evaluation. The guided
-searcher (ridge predictor, an NSGA-II run over predictions at every ask) is measured
-once and has no target: its cost is its own model search. ``--check`` exits 1 when a
-target is missed.
+searcher (ridge predictor, a scheduled NSGA-II run over predictions) is measured once,
+target <= 5 ms per evaluation in memory; the hypervolume of its 2,000 evaluations (against
+the largest config's costs) is printed beside it, so that a cheaper search that finds less
+shows. ``--check`` exits 1 when a target is missed.
 
     python bench/overhead.py            # the table
     python bench/overhead.py --check    # and the exit code
@@ -40,6 +41,7 @@ from nas import search  # noqa: E402
 from nas.backends import Backend  # noqa: E402
 from nas.evaluation import Evaluation  # noqa: E402
 from nas.methods import _blackbox  # noqa: E402  (its write_front is timed)
+from nas.pareto import hypervolume  # noqa: E402
 from nas.space import Choice, SearchSpace  # noqa: E402
 from nas.store import EvaluationStore  # noqa: E402
 
@@ -53,6 +55,7 @@ SEARCHERS = {
 MEMORY_TARGET_MS = 0.5  # random and evolution, in memory
 PERSISTED_TARGET_MS = 2.0  # random and evolution with a run directory; and any searcher's time in the run directory
 OPTUNA_RATIO_TARGET = 1.2
+GUIDED_TARGET_MS = 5.0  # the guided searcher, in memory
 
 
 class CheapNet:
@@ -129,8 +132,8 @@ def persistence_timer():
             setattr(owner, name, fn)
 
 
-def engine_ms(searcher: str, evaluations: int, persist: bool) -> tuple[float, float]:
-    """Milliseconds per evaluation of one search outside the backend, and of that, in the run directory."""
+def engine_ms(searcher: str, evaluations: int, persist: bool) -> tuple[float, float, float]:
+    """Milliseconds per evaluation of one search outside the backend, of that in the run directory, and the hypervolume found."""
     net = CheapNet()
     backend = InstantBackend(net)
     name, kwargs = SEARCHERS[searcher]
@@ -140,7 +143,9 @@ def engine_ms(searcher: str, evaluations: int, persist: bool) -> tuple[float, fl
                         run=Path(tmp) / "run" if persist else None, seed=0, progress=False, searcher_kwargs=kwargs)
         wall = time.perf_counter() - start
     assert len(result.evaluations) == evaluations
-    return (wall - backend.inside) * 1000 / evaluations, stored[0] * 1000 / evaluations
+    largest = net.cost(net.largest())
+    found = hypervolume(result.evaluations, {"accuracy": 0.0, "params": largest["params"]}, OBJECTIVES)
+    return (wall - backend.inside) * 1000 / evaluations, stored[0] * 1000 / evaluations, found
 
 
 def optuna_loop_ms(evaluations: int) -> tuple[float, float]:
@@ -201,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         repeats = 1 if searcher == "guided" else args.repeats  # tens of seconds a run: its predictor's own search
         memory, persisted, store, loop_trial, loop_config = (math.inf,) * 5
         for _ in range(repeats):  # interleaved, so that the baseline shares the machine's noise; best of each
-            memory = min(memory, engine_ms(searcher, args.evaluations, False)[0])
-            total, in_store = engine_ms(searcher, args.evaluations, True)
+            ms, _, found = engine_ms(searcher, args.evaluations, False)
+            memory = min(memory, ms)
+            total, in_store, _ = engine_ms(searcher, args.evaluations, True)
             if total < persisted:
                 persisted, store = total, in_store
             if searcher == "optuna":
@@ -215,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         elif searcher in ("random", "evolution"):
             rows.append((label, "memory", memory, "-", None, f"<= {MEMORY_TARGET_MS} ms", memory <= MEMORY_TARGET_MS))
         else:
-            rows.append((label, "memory", memory, "-", None, "(no target)", True))
+            rows.append((label, "memory", memory, f"hypervolume {found:.6g}", None, f"<= {GUIDED_TARGET_MS} ms", memory <= GUIDED_TARGET_MS))
         if searcher in ("random", "evolution"):
             rows.append((label, "run dir", persisted, f"memory {memory:.3f} ms", persisted / memory, f"<= {PERSISTED_TARGET_MS} ms", persisted <= PERSISTED_TARGET_MS))
         else:

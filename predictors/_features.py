@@ -8,6 +8,8 @@ import numpy as np
 
 from nas.space import InvalidConfig, SearchSpace
 
+_REMEMBERED = 200_000  # configs whose codes a featuriser keeps
+
 
 class Featuriser:
     """Configs of one space as a float matrix, fast enough for thousands of configs.
@@ -66,6 +68,7 @@ class Featuriser:
             self._active.append((members, len(names)))
             names.append(f"active({first.when[0]} in {list(first.when[1])})")
         self.names = names
+        self._rows: dict[tuple, np.ndarray] = {}  # codes of configs seen, by their items (and the values' types)
 
     def _condition_path(self, i: int) -> tuple:
         """The whole chain of conditions a dimension depends on (dims with equal chains are active together)."""
@@ -83,16 +86,28 @@ class Featuriser:
     def codes(self, configs: Sequence[Mapping]) -> np.ndarray:
         """The ordinal codes of `configs` (same as ``space.encode_many``), validating each config.
 
-        A config that is not a point of the space raises the space's `InvalidConfig`.
+        A config that is not a point of the space raises the space's `InvalidConfig`. The
+        codes of a config seen before are remembered (a refit or a re-score of the same
+        configs does not redo them).
         """
         n_dims = len(self._dim_names)
         out = np.full((len(configs), n_dims), -1.0)
         names, lookup, parent, allowed = self._dim_names, self._lookup, self._parent, self._allowed
+        rows = self._rows
         for row, config in enumerate(configs):
             if not isinstance(config, Mapping):
                 raise InvalidConfig(
                     f"configs must be dicts of dimension -> value; item {row} is {type(config).__name__}"
                 )
+            try:
+                values = tuple(config.values())
+                key: tuple | None = (tuple(config), values, tuple(map(type, values)))
+                seen = rows.get(key)  # type: ignore[arg-type]
+            except TypeError:  # an unhashable value: not remembered
+                key = seen = None
+            if seen is not None:
+                out[row] = seen
+                continue
             codes = out[row]
             n_active = 0
             for i in range(n_dims):
@@ -108,6 +123,10 @@ class Featuriser:
                 n_active += 1
             if n_active != len(config):
                 self.space.validate(config)  # an unknown or inactive key: raises the precise error
+            if key is not None:
+                if len(rows) >= _REMEMBERED:
+                    rows.clear()
+                rows[key] = codes.copy()
         return out
 
     def transform(self, configs: Sequence[Mapping]) -> np.ndarray:
@@ -123,3 +142,23 @@ class Featuriser:
         for members, col in self._active:
             out[:, col] = codes[:, members[0]] >= 0
         return out
+
+
+_SHARED: dict[int, Featuriser] = {}
+
+
+def featuriser_for(space: SearchSpace) -> Featuriser:
+    """The featuriser of `space` shared by every predictor on it (so remembered codes outlive a refit).
+
+    Example:
+        >>> from nas import Choice, SearchSpace
+        >>> space = SearchSpace([Choice("width", [8, 16])])
+        >>> featuriser_for(space) is featuriser_for(space)
+        True
+    """
+    featuriser = _SHARED.get(id(space))
+    if featuriser is None or featuriser.space is not space:
+        if len(_SHARED) >= 64:
+            _SHARED.clear()
+        featuriser = _SHARED[id(space)] = Featuriser(space)
+    return featuriser
