@@ -68,7 +68,7 @@ class Featuriser:
             self._active.append((members, len(names)))
             names.append(f"active({first.when[0]} in {list(first.when[1])})")
         self.names = names
-        self._rows: dict[tuple, np.ndarray] = {}  # codes of configs seen, by their items (and the values' types)
+        self._rows: dict[tuple, tuple] = {}  # codes of configs seen, by their items (and the values' types)
 
     def _condition_path(self, i: int) -> tuple:
         """The whole chain of conditions a dimension depends on (dims with equal chains are active together)."""
@@ -91,24 +91,23 @@ class Featuriser:
         configs does not redo them).
         """
         n_dims = len(self._dim_names)
-        out = np.full((len(configs), n_dims), -1.0)
         names, lookup, parent, allowed = self._dim_names, self._lookup, self._parent, self._allowed
-        rows = self._rows
+        remembered = self._rows
+        rows: list[tuple] = []
         for row, config in enumerate(configs):
-            if not isinstance(config, Mapping):
+            if type(config) is not dict and not isinstance(config, Mapping):
                 raise InvalidConfig(
                     f"configs must be dicts of dimension -> value; item {row} is {type(config).__name__}"
                 )
             try:
-                values = tuple(config.values())
-                key: tuple | None = (tuple(config), values, tuple(map(type, values)))
-                seen = rows.get(key)  # type: ignore[arg-type]
+                key: tuple | None = (tuple(config.items()), tuple(map(type, config.values())))
+                seen = remembered.get(key)  # type: ignore[arg-type]
             except TypeError:  # an unhashable value: not remembered
                 key = seen = None
             if seen is not None:
-                out[row] = seen
+                rows.append(seen)
                 continue
-            codes = out[row]
+            codes = [-1.0] * n_dims
             n_active = 0
             for i in range(n_dims):
                 p = parent[i]
@@ -119,15 +118,17 @@ class Featuriser:
                 if j is None or isinstance(value, bool):
                     self.space.validate(config)  # raises the precise error
                     raise InvalidConfig(f"config {row} has an invalid value {value!r} for {names[i]!r}")
-                codes[i] = j
+                codes[i] = float(j)
                 n_active += 1
             if n_active != len(config):
                 self.space.validate(config)  # an unknown or inactive key: raises the precise error
+            done = tuple(codes)
+            rows.append(done)
             if key is not None:
-                if len(rows) >= _REMEMBERED:
-                    rows.clear()
-                rows[key] = codes.copy()
-        return out
+                if len(remembered) >= _REMEMBERED:
+                    remembered.clear()
+                remembered[key] = done
+        return np.array(rows, dtype=float).reshape(len(rows), n_dims)
 
     def transform(self, configs: Sequence[Mapping]) -> np.ndarray:
         """The feature matrix of `configs`: one row per config, `n_features` columns."""

@@ -165,8 +165,21 @@ class ElasticLowRankLinear(ElasticModule):
         bias = self.bias if self.bias is None or o == self.out_features else self.bias[:o]
         return crop(self.V, (r, i)), crop(self.U, (o, r)), bias
 
+    def _merged(self, i: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(U V, bias)`` as the extracted layer holds it when the rank is not worth factoring, else ``(None, None)``."""
+        r, o = self.active_rank(i), self._resolve(self.out, self.out_features, i)
+        if r * (i + o) < i * o:
+            return None, None
+        bias = self.bias if self.bias is None or o == self.out_features else self.bias[:o]
+        return self.U[:o, :r] @ self.V[:r, :i], bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         i = x.shape[-1]
+        if not torch.is_grad_enabled():  # inference runs what extraction builds: one product when it is cheaper
+            key = ("merged", i, self.cutoff, self.U._version, self.V._version)
+            weight, bias = self._cached(key, lambda: self._merged(i))
+            if weight is not None:
+                return F.linear(x, weight, bias)
         v, u, bias = self._cached((i, self.cutoff), lambda: self._slices(i))
         return F.linear(F.linear(x, v), u, bias)
 

@@ -81,7 +81,7 @@ class GuidedSearcher(Searcher):
         enumerate_limit: int = 20_000,
         population_size: int = 100,
         generations: int = 20,
-        evolve_growth: float = 0.25,
+        evolve_growth: float = 0.5,
         seed: int | None = None,
         cost: CostFn | None = None,
         constraints: Constraints = None,
@@ -223,7 +223,8 @@ class GuidedSearcher(Searcher):
             configs, keys = self._evolve(point, models)
             self._pool = (point, configs, keys)
         _, configs, keys = self._pool
-        unseen = [i for i, k in enumerate(keys) if not self.taken(k)]
+        told, pending = self._told, self._pending
+        unseen = [i for i, k in enumerate(keys) if k not in told and k not in pending]
         return [configs[i] for i in unseen], [keys[i] for i in unseen]
 
     def _schedule_point(self, n_ok: int) -> int:
