@@ -133,7 +133,7 @@ class Supernet(nn.Module):
     def _checked(self, config: Mapping[str, Any]) -> Config:
         """`config` validated and canonical, memoised by its items (a switch re-checks nothing it has seen)."""
         try:
-            key = tuple(config.items())
+            key = (tuple(config.items()), tuple(map(type, config.values())))  # types too: True is not 1 here
             hit = self.__dict__.setdefault("_checked_configs", {}).get(key)
         except (AttributeError, TypeError):  # not a mapping, or unhashable values: validate says what is wrong
             return self.space.canonical(self.space.validate(config))
