@@ -16,12 +16,14 @@ loop spends a trial, and an evaluation, on every repeated proposal; the searcher
 such a trial and asks again; the per-trial ratio is printed too, for information); and for every searcher, the time spent in the run directory (opening,
 reading and writing the SQLite store and front.json, timed directly) <= 2 ms per
 evaluation. The guided
-searcher (ridge predictor, an NSGA-II run over predictions at every ask) is measured
-once and has no target: its cost is its own model search. ``--check`` exits 1 when a
-target is missed.
+searcher (ridge predictor, a scheduled NSGA-II run over predictions) is measured once,
+target <= 5 ms per evaluation in memory; the hypervolume of its 2,000 evaluations (against
+the largest config's costs) is printed beside it, so that a cheaper search that finds less
+shows. ``--check`` exits 1 when a target is missed.
 
     python bench/overhead.py            # the table
     python bench/overhead.py --check    # and the exit code
+    python bench/overhead.py --clock cpu --searchers guided   # CPU time, on a busy machine
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from nas import search  # noqa: E402
 from nas.backends import Backend  # noqa: E402
 from nas.evaluation import Evaluation  # noqa: E402
 from nas.methods import _blackbox  # noqa: E402  (its write_front is timed)
+from nas.pareto import hypervolume  # noqa: E402
 from nas.space import Choice, SearchSpace  # noqa: E402
 from nas.store import EvaluationStore  # noqa: E402
 
@@ -53,6 +56,8 @@ SEARCHERS = {
 MEMORY_TARGET_MS = 0.5  # random and evolution, in memory
 PERSISTED_TARGET_MS = 2.0  # random and evolution with a run directory; and any searcher's time in the run directory
 OPTUNA_RATIO_TARGET = 1.2
+GUIDED_TARGET_MS = 5.0  # the guided searcher, in memory
+CLOCK = [time.perf_counter]  # --clock cpu: the process's CPU time (robust on a machine shared with other work)
 
 
 class CheapNet:
@@ -96,9 +101,9 @@ class InstantBackend(Backend):
         self.inside = 0.0
 
     def evaluate(self, configs):
-        start = time.perf_counter()
+        start = CLOCK[0]()
         out = [Evaluation(dict(c), metrics(self.net, c)) for c in configs]
-        self.inside += time.perf_counter() - start
+        self.inside += CLOCK[0]() - start
         return out
 
 
@@ -112,11 +117,11 @@ def persistence_timer():
 
     def timed(fn):
         def wrapper(*args, **kwargs):
-            start = time.perf_counter()
+            start = CLOCK[0]()
             try:
                 return fn(*args, **kwargs)
             finally:
-                spent[0] += time.perf_counter() - start
+                spent[0] += CLOCK[0]() - start
 
         return wrapper
 
@@ -129,18 +134,20 @@ def persistence_timer():
             setattr(owner, name, fn)
 
 
-def engine_ms(searcher: str, evaluations: int, persist: bool) -> tuple[float, float]:
-    """Milliseconds per evaluation of one search outside the backend, and of that, in the run directory."""
+def engine_ms(searcher: str, evaluations: int, persist: bool) -> tuple[float, float, float]:
+    """Milliseconds per evaluation of one search outside the backend, of that in the run directory, and the hypervolume found."""
     net = CheapNet()
     backend = InstantBackend(net)
     name, kwargs = SEARCHERS[searcher]
     with tempfile.TemporaryDirectory() as tmp, persistence_timer() as stored:
-        start = time.perf_counter()
+        start = CLOCK[0]()
         result = search(net, objectives=OBJECTIVES, searcher=name, budget=evaluations, backend=backend,
                         run=Path(tmp) / "run" if persist else None, seed=0, progress=False, searcher_kwargs=kwargs)
-        wall = time.perf_counter() - start
+        wall = CLOCK[0]() - start
     assert len(result.evaluations) == evaluations
-    return (wall - backend.inside) * 1000 / evaluations, stored[0] * 1000 / evaluations
+    largest = net.cost(net.largest())
+    found = hypervolume(result.evaluations, {"accuracy": 0.0, "params": largest["params"]}, OBJECTIVES)
+    return (wall - backend.inside) * 1000 / evaluations, stored[0] * 1000 / evaluations, found
 
 
 def optuna_loop_ms(evaluations: int) -> tuple[float, float]:
@@ -167,10 +174,10 @@ def optuna_loop_ms(evaluations: int) -> tuple[float, float]:
         for dim in dims:
             if dim.when is None or (dim.when[0] in config and config[dim.when[0]] in dim.when[1]):
                 config[dim.name] = trial.suggest_categorical(dim.name, dim.values)
-        start = time.perf_counter()
+        start = CLOCK[0]()
         m = metrics(net, config)
         seen.add(tuple(sorted(config.items())))
-        inside += time.perf_counter() - start
+        inside += CLOCK[0]() - start
         return m["accuracy"], m["params"]
 
     def enough(study, trial):
@@ -178,9 +185,9 @@ def optuna_loop_ms(evaluations: int) -> tuple[float, float]:
             study.stop()
 
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.NSGAIISampler(seed=0))
-    start = time.perf_counter()
+    start = CLOCK[0]()
     study.optimize(objective, n_trials=20 * evaluations, callbacks=[enough])
-    wall = time.perf_counter() - start
+    wall = CLOCK[0]() - start
     return (wall - inside) * 1000 / len(study.trials), (wall - inside) * 1000 / len(seen)
 
 
@@ -190,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--searchers", default=",".join(SEARCHERS), help="comma-separated, from: " + ", ".join(SEARCHERS))
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="wall time, or the process's CPU time")
     args = parser.parse_args(argv)
+    CLOCK[0] = time.process_time if args.clock == "cpu" else time.perf_counter
     searchers = [s for s in args.searchers.split(",") if s]
     unknown = [s for s in searchers if s not in SEARCHERS]
     if unknown:
@@ -201,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         repeats = 1 if searcher == "guided" else args.repeats  # tens of seconds a run: its predictor's own search
         memory, persisted, store, loop_trial, loop_config = (math.inf,) * 5
         for _ in range(repeats):  # interleaved, so that the baseline shares the machine's noise; best of each
-            memory = min(memory, engine_ms(searcher, args.evaluations, False)[0])
-            total, in_store = engine_ms(searcher, args.evaluations, True)
+            ms, _, found = engine_ms(searcher, args.evaluations, False)
+            memory = min(memory, ms)
+            total, in_store, _ = engine_ms(searcher, args.evaluations, True)
             if total < persisted:
                 persisted, store = total, in_store
             if searcher == "optuna":
@@ -215,14 +225,14 @@ def main(argv: list[str] | None = None) -> int:
         elif searcher in ("random", "evolution"):
             rows.append((label, "memory", memory, "-", None, f"<= {MEMORY_TARGET_MS} ms", memory <= MEMORY_TARGET_MS))
         else:
-            rows.append((label, "memory", memory, "-", None, "(no target)", True))
+            rows.append((label, "memory", memory, f"hypervolume {found:.6g}", None, f"<= {GUIDED_TARGET_MS} ms", memory <= GUIDED_TARGET_MS))
         if searcher in ("random", "evolution"):
             rows.append((label, "run dir", persisted, f"memory {memory:.3f} ms", persisted / memory, f"<= {PERSISTED_TARGET_MS} ms", persisted <= PERSISTED_TARGET_MS))
         else:
             rows.append((label, "run dir", persisted, f"memory {memory:.3f} ms", persisted / memory, "(info)", True))
         rows.append((label, "store", store, "in the run dir", None, f"<= {PERSISTED_TARGET_MS} ms", store <= PERSISTED_TARGET_MS))
 
-    print(f"engine overhead per evaluation, {args.evaluations} evaluations, best of {args.repeats} (instant backend)")
+    print(f"engine overhead per evaluation, {args.evaluations} evaluations, best of {args.repeats} (instant backend, {args.clock} time)")
     head = f"{'searcher':<18} {'mode':<8} {'ms/eval':>8}  {'baseline (same run)':<24} {'ratio':>6}  {'target':<22} {'ok':<4}"
     print(head)
     print("-" * len(head))

@@ -71,6 +71,7 @@ class Supernet(nn.Module):
         self.family_args = dict(family_args or {})
         self.trained_on: dict[str, Any] | None = None
         self._elastic = [m for m in body.modules() if isinstance(m, ElasticModule)]
+        self._configurable = [m for m in self._elastic if m.dimensions()]  # a switch touches only these
         self._owners: dict[str, int] = {}
         for module in self._elastic:
             for choice in module.dimensions():
@@ -98,8 +99,12 @@ class Supernet(nn.Module):
     def _configure(self, config: Config) -> None:
         mixture = self._modules.get("mixture")  # K weight copies (strategy "mixture"): bind the config's copy
         if mixture is not None:
-            mixture.bind(mixture.route(config))
-        for module in self._elastic:
+            copy = mixture.route(config)
+            if copy != mixture.current:
+                for module in self._elastic:
+                    module._views.clear()  # cached views are of the other copy's weights
+            mixture.bind(copy)
+        for module in self._configurable:
             module._configure(config)
         self._config = config
 
@@ -141,13 +146,27 @@ class Supernet(nn.Module):
     def activate(self, config: Mapping[str, Any]) -> Iterator[Supernet]:
         """Run `config`'s subnet inside the block (equivalent configs run the same one, see `canonical`);
         the previous subnet is restored on exit."""
-        config = self.space.canonical(self.space.validate(config))
+        config = self._checked(config)
         previous = self._config
         self._configure(config)
         try:
             yield self
         finally:
             self._configure(previous)
+
+    def _checked(self, config: Mapping[str, Any]) -> Config:
+        """`config` validated and canonical, memoised by its items (a switch re-checks nothing it has seen)."""
+        try:
+            key = (tuple(config.items()), tuple(map(type, config.values())))  # types too: True is not 1 here
+            hit = self.__dict__.setdefault("_checked_configs", {}).get(key)
+        except (AttributeError, TypeError):  # not a mapping, or unhashable values: validate says what is wrong
+            return self.space.canonical(self.space.validate(config))
+        if hit is None:
+            hit = self.space.canonical(self.space.validate(config))
+            if len(self._checked_configs) >= _CACHE_SIZE:
+                self._checked_configs.clear()
+            self._checked_configs[key] = hit
+        return hit
 
     def sample(self, rng: np.random.Generator | int | None = None) -> Config:
         """A random config of the space."""

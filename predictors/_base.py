@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from nas import NASError, SearchSpace
-from predictors._features import Featuriser
+from predictors._features import featuriser_for
 from predictors._registry import with_std
 
 
@@ -117,10 +117,7 @@ class Predictor:
 
     def _encode(self, configs: Sequence[Mapping]) -> np.ndarray:
         """The shared feature matrix of `configs` (see `Featuriser`)."""
-        featuriser = getattr(self, "_featuriser", None)
-        if featuriser is None or featuriser.space is not self.space:
-            featuriser = self._featuriser = Featuriser(self.space)
-        return featuriser.transform(configs)
+        return featuriser_for(self.space).transform(configs)
 
     def _check_fitted(self, what: str) -> None:
         if not hasattr(self, "n_fitted_"):

@@ -8,6 +8,8 @@ import numpy as np
 
 from nas.space import InvalidConfig, SearchSpace
 
+_REMEMBERED = 200_000  # configs whose codes a featuriser keeps
+
 
 class Featuriser:
     """Configs of one space as a float matrix, fast enough for thousands of configs.
@@ -66,6 +68,7 @@ class Featuriser:
             self._active.append((members, len(names)))
             names.append(f"active({first.when[0]} in {list(first.when[1])})")
         self.names = names
+        self._rows: dict[tuple, tuple] = {}  # codes of configs seen, by their items (and the values' types)
 
     def _condition_path(self, i: int) -> tuple:
         """The whole chain of conditions a dimension depends on (dims with equal chains are active together)."""
@@ -83,17 +86,28 @@ class Featuriser:
     def codes(self, configs: Sequence[Mapping]) -> np.ndarray:
         """The ordinal codes of `configs` (same as ``space.encode_many``), validating each config.
 
-        A config that is not a point of the space raises the space's `InvalidConfig`.
+        A config that is not a point of the space raises the space's `InvalidConfig`. The
+        codes of a config seen before are remembered (a refit or a re-score of the same
+        configs does not redo them).
         """
         n_dims = len(self._dim_names)
-        out = np.full((len(configs), n_dims), -1.0)
         names, lookup, parent, allowed = self._dim_names, self._lookup, self._parent, self._allowed
+        remembered = self._rows
+        rows: list[tuple] = []
         for row, config in enumerate(configs):
-            if not isinstance(config, Mapping):
+            if type(config) is not dict and not isinstance(config, Mapping):
                 raise InvalidConfig(
                     f"configs must be dicts of dimension -> value; item {row} is {type(config).__name__}"
                 )
-            codes = out[row]
+            try:
+                key: tuple | None = (tuple(config.items()), tuple(map(type, config.values())))
+                seen = remembered.get(key)  # type: ignore[arg-type]
+            except TypeError:  # an unhashable value: not remembered
+                key = seen = None
+            if seen is not None:
+                rows.append(seen)
+                continue
+            codes = [-1.0] * n_dims
             n_active = 0
             for i in range(n_dims):
                 p = parent[i]
@@ -104,11 +118,17 @@ class Featuriser:
                 if j is None or isinstance(value, bool):
                     self.space.validate(config)  # raises the precise error
                     raise InvalidConfig(f"config {row} has an invalid value {value!r} for {names[i]!r}")
-                codes[i] = j
+                codes[i] = float(j)
                 n_active += 1
             if n_active != len(config):
                 self.space.validate(config)  # an unknown or inactive key: raises the precise error
-        return out
+            done = tuple(codes)
+            rows.append(done)
+            if key is not None:
+                if len(remembered) >= _REMEMBERED:
+                    remembered.clear()
+                remembered[key] = done
+        return np.array(rows, dtype=float).reshape(len(rows), n_dims)
 
     def transform(self, configs: Sequence[Mapping]) -> np.ndarray:
         """The feature matrix of `configs`: one row per config, `n_features` columns."""
@@ -123,3 +143,23 @@ class Featuriser:
         for members, col in self._active:
             out[:, col] = codes[:, members[0]] >= 0
         return out
+
+
+_SHARED: dict[int, Featuriser] = {}
+
+
+def featuriser_for(space: SearchSpace) -> Featuriser:
+    """The featuriser of `space` shared by every predictor on it (so remembered codes outlive a refit).
+
+    Example:
+        >>> from nas import Choice, SearchSpace
+        >>> space = SearchSpace([Choice("width", [8, 16])])
+        >>> featuriser_for(space) is featuriser_for(space)
+        True
+    """
+    featuriser = _SHARED.get(id(space))
+    if featuriser is None or featuriser.space is not space:
+        if len(_SHARED) >= 64:
+            _SHARED.clear()
+        featuriser = _SHARED[id(space)] = Featuriser(space)
+    return featuriser

@@ -47,6 +47,21 @@ def test_mixture_copies_differ_after_training_and_each_config_runs_its_own_copy(
     assert not torch.allclose(routed, other)
 
 
+def test_mixture_switching_copies_under_no_grad_never_reuses_the_other_copys_cached_views(trained):
+    config = trained.smallest()
+    x = torch.randn(8, 64)
+    trained.eval()
+    outputs = []
+    for copy in (0, 1, 0):
+        with torch.no_grad(), trained.mixture.forced(copy), trained.activate(config):
+            cached = trained(x)  # under no_grad the layers cache their weight views
+        with trained.mixture.forced(copy), trained.activate(config):
+            fresh = trained(x).detach()  # autograd on: views made anew
+        assert torch.equal(cached, fresh)
+        outputs.append(cached)
+    assert not torch.allclose(outputs[0], outputs[1])
+
+
 def test_mixture_extract_scores_what_evaluation_stored(trained):
     from nas.data import digits
     from nas.evaluate import score

@@ -145,7 +145,7 @@ def test_a_new_searcher_told_the_stored_evaluations_continues_without_duplicates
     assert len(seen) == 48
 
 
-@pytest.mark.parametrize("label", ["random", "evolution", "guided"])
+@pytest.mark.parametrize("label", ["random", "evolution", "guided", "guided-evolved"])
 def test_resume_continues_exactly_as_the_uninterrupted_run(label):
     whole = build(label, seed=3)
     drive(whole, rounds=4, batch=8)

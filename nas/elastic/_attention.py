@@ -12,6 +12,11 @@ from nas.elastic._base import ElasticModule, Size, check_size
 from nas.layers import Attention
 
 
+def _strided(t: torch.Tensor, sizes: tuple[int, ...], strides: tuple[int, ...]) -> torch.Tensor:
+    """A view of the contiguous `t` read as `strides` (its blocked layout), cut to `sizes`."""
+    return t.as_strided(sizes, strides, t.storage_offset()) if t.is_contiguous() else t.contiguous().as_strided(sizes, strides)
+
+
 class ElasticMultiheadAttention(ElasticModule):
     """Self-attention over the first ``h`` heads, each using its first ``d`` dimensions.
 
@@ -56,9 +61,10 @@ class ElasticMultiheadAttention(ElasticModule):
         H, D, E = self.max_heads, self.max_head_dim, self.embed_dim
         if (h, d, e) == (H, D, E):
             return self.qkv_weight, self.qkv_bias, self.proj_weight, self.proj_bias
-        qkv_w = self.qkv_weight.view(3, H, D, E)[:, :h, :d, :e].reshape(3 * h * d, e)
-        qkv_b = self.qkv_bias.view(3, H, D)[:, :h, :d].reshape(3 * h * d)
-        proj_w = self.proj_weight.view(E, H, D)[:e, :h, :d].reshape(e, h * d)
+        # one strided view per tensor (one autograd node each), copied into the dense layout
+        qkv_w = _strided(self.qkv_weight, (3, h, d, e), (H * D * E, D * E, E, 1)).reshape(3 * h * d, e)
+        qkv_b = _strided(self.qkv_bias, (3, h, d), (H * D, D, 1)).reshape(3 * h * d)
+        proj_w = _strided(self.proj_weight, (e, h, d), (H * D, D, 1)).reshape(e, h * d)
         return qkv_w, qkv_b, proj_w, self.proj_bias[:e]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -87,16 +87,21 @@ class ElasticModule(nn.Module):
         return {}
 
     def _configure(self, config: Mapping[str, Value]) -> None:
-        """Take this module's values from `config` (absent ones: largest)."""
+        """Take this module's values from `config` (absent ones: largest); cached views go when a value changes."""
+        values, changed = self._values, False
         for choice in self._choices:
-            self._values[choice.name] = config.get(choice.name, choice.values[-1])
-        self._views.clear()
+            value = config.get(choice.name, choice.values[-1])
+            if values[choice.name] != value:
+                values[choice.name], changed = value, True
+        if changed:
+            self._views.clear()
 
     def _cached(self, key: object, make: Callable[[], Any]) -> Any:
         """`make()` (views of the weights), memoised per input size when autograd is off.
 
-        Only views are cached, never copies, so in-place weight updates stay visible;
-        `Supernet` clears the cache when the subnet changes or the weights move.
+        Only views are cached, or copies keyed by the weight's version, so in-place weight
+        updates stay visible; the cache goes when this module's values change (`_configure`)
+        or the weights move (`Supernet._apply`).
         """
         if torch.is_grad_enabled():
             return make()
@@ -136,10 +141,9 @@ def crop(t: torch.Tensor, sizes: Sequence[int], starts: Sequence[int] | None = N
     """
     n = len(sizes)
     shape = t.shape
-    if starts is None:
-        if all(a == b for a, b in zip(sizes, shape)):
-            return t
-        starts = (0,) * n
+    starts = (0,) * n if starts is None else starts
+    if all(size == full and s == 0 for s, size, full in zip(starts, sizes, shape)):
+        return t
     if any(s < 0 or s + size > full for s, size, full in zip(starts, sizes, shape)) or n > t.dim():
         return t[tuple(slice(s, s + size) for s, size in zip(starts, sizes))]  # out of range: plain indexing's clamping and errors
     stride = t.stride()

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.elastic._base import ElasticModule, Rule, Size, check_size
+from nas.elastic._base import ElasticModule, Rule, Size, check_size, crop
 from nas.space import Choice, Value
 
 
@@ -45,7 +45,7 @@ class ElasticLinear(ElasticModule):
 
     def _slices(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         o = self._resolve(self.out, self.out_features, i)
-        weight = self.weight if (o == self.out_features and i == self.in_features) else self.weight[:o, :i]
+        weight = crop(self.weight, (o, i))
         bias = self.bias if self.bias is None or o == self.out_features else self.bias[:o]
         return weight, bias
 
@@ -163,10 +163,23 @@ class ElasticLowRankLinear(ElasticModule):
     def _slices(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         r, o = self.active_rank(i), self._resolve(self.out, self.out_features, i)
         bias = self.bias if self.bias is None or o == self.out_features else self.bias[:o]
-        return self.V[:r, :i], self.U[:o, :r], bias
+        return crop(self.V, (r, i)), crop(self.U, (o, r)), bias
+
+    def _merged(self, i: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(U V, bias)`` as the extracted layer holds it when the rank is not worth factoring, else ``(None, None)``."""
+        r, o = self.active_rank(i), self._resolve(self.out, self.out_features, i)
+        if r * (i + o) < i * o:
+            return None, None
+        bias = self.bias if self.bias is None or o == self.out_features else self.bias[:o]
+        return self.U[:o, :r] @ self.V[:r, :i], bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         i = x.shape[-1]
+        if not torch.is_grad_enabled():  # inference runs what extraction builds: one product when it is cheaper
+            key = ("merged", i, self.cutoff, self.U._version, self.V._version)
+            weight, bias = self._cached(key, lambda: self._merged(i))
+            if weight is not None:
+                return F.linear(x, weight, bias)
         v, u, bias = self._cached((i, self.cutoff), lambda: self._slices(i))
         return F.linear(F.linear(x, v), u, bias)
 
@@ -268,7 +281,7 @@ class ElasticLoRALinear(ElasticModule):
         if (o, i) == (self.out_features, self.in_features):
             return self.weight, self.bias, self.lora_A[:r], self.lora_B[:, :r]
         bias = None if self.bias is None else self.bias[:o]
-        return self.weight[:o, :i], bias, self.lora_A[:r, :i], self.lora_B[:o, :r]
+        return crop(self.weight, (o, i)), bias, crop(self.lora_A, (r, i)), crop(self.lora_B, (o, r))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         i = x.shape[-1]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.elastic._base import ElasticModule, Size, check_size
+from nas.elastic._base import ElasticModule, Size, check_size, crop
 from nas.space import Choice
 
 _CONV = {1: F.conv1d, 2: F.conv2d}
@@ -88,16 +88,10 @@ class SlicedConv(ElasticModule):
 
     def _slices(self, c_in: int) -> tuple[torch.Tensor, torch.Tensor | None, tuple, int]:
         o, k = self._sizes(c_in)
-        w = self.weight
-        if self.depthwise:
-            w = w[:o] if o != self.out_channels else w
-        elif o != self.out_channels or c_in != self.in_channels:
-            w = w[:o, :c_in]
+        start = (self.full_kernel - k) // 2
+        w = crop(self.weight, (o, 1 if self.depthwise else c_in) + (k,) * self.dims, (0, 0) + (start,) * self.dims)
         padding = self.padding
         if k != self.full_kernel:
-            start = (self.full_kernel - k) // 2
-            crop = (slice(None), slice(None)) + (slice(start, start + k),) * self.dims
-            w = w[crop]
             padding = tuple(d * (k - 1) // 2 for d in self.dilation)
         if not w.is_contiguous():  # strided conv weights hit a very slow CPU path
             w = w.contiguous()
@@ -233,7 +227,7 @@ class SlicedLinear(ElasticModule):
         rows = self._rows(i)
         if isinstance(rows, slice) and rows.stop == self.out_features and i == self.in_features:
             return self.weight, self.bias
-        weight = self.weight[rows, :i]
+        weight = crop(self.weight, (rows.stop, i)) if isinstance(rows, slice) else self.weight[rows, :i]
         return weight, (self.bias[rows] if self.bias is not None else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

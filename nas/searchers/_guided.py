@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,7 +23,11 @@ class GuidedSearcher(Searcher):
     `cost` objectives are computed, never predicted. Candidates are all unseen configs when
     the space has at most `enumerate_limit` of them, otherwise the unseen configs that an
     NSGA-II run of `generations` x `population_size` on the predicted objectives visits
-    (started from the evaluated front). The proposals are the best predicted fronts,
+    (started from the evaluated front). That run is scheduled: it runs again when the ok
+    evaluations have grown by `evolve_growth` since the last run (at fixed counts
+    ``n_init, n_init * (1 + growth), ...``, with its own seed per count, so a resumed search
+    rebuilds the same candidates); in between, every ask re-scores the remaining candidates
+    with the predictors refitted on all evaluations. The proposals are the best predicted fronts,
     thinned to a spread along the front (each objective's best, then farthest points), so
     the batch covers the whole trade-off and not only its best corner. With a predictor
     that has ``predict_std``, `explore` > 0 scores candidates optimistically
@@ -54,6 +59,8 @@ class GuidedSearcher(Searcher):
         enumerate_limit: spaces with at most this many configs are scored exhaustively.
         population_size: population of the NSGA-II run on predictions (large spaces).
         generations: generations of that run.
+        evolve_growth: the fraction by which the ok evaluations grow between two NSGA-II
+            candidate runs (0: a run at every new ok evaluation).
         seed: seed of every random choice (and of predictors built by name).
         cost: optional analytic metrics ``config -> dict``; objectives it gives are
             computed for every candidate instead of predicted.
@@ -74,6 +81,7 @@ class GuidedSearcher(Searcher):
         enumerate_limit: int = 20_000,
         population_size: int = 100,
         generations: int = 20,
+        evolve_growth: float = 0.5,
         seed: int | None = None,
         cost: CostFn | None = None,
         constraints: Constraints = None,
@@ -89,6 +97,8 @@ class GuidedSearcher(Searcher):
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"The '{name}' parameter must be an int >= {low}, got {value!r}.")
+        if isinstance(evolve_growth, bool) or not (isinstance(evolve_growth, (int, float)) and evolve_growth >= 0):
+            raise ValueError(f"The 'evolve_growth' parameter must be a number >= 0, got {evolve_growth!r}.")
         if not (isinstance(explore, (int, float)) and explore >= 0):
             raise ValueError(f"The 'explore' parameter must be a number >= 0, got {explore!r}.")
         self.predictor_kwargs = dict(predictor_kwargs or {})
@@ -113,6 +123,8 @@ class GuidedSearcher(Searcher):
         self.enumerate_limit = enumerate_limit
         self.population_size = population_size
         self.generations = generations
+        self.evolve_growth = float(evolve_growth)
+        self._pool: tuple[int, list[Config], list[str]] | None = None  # (ok count it was evolved at, candidates, keys)
         self.models_: dict[str, Any] = {}
         self._ok_configs: list[Config] = []
         self._ok_values: list[np.ndarray] = []
@@ -131,25 +143,33 @@ class GuidedSearcher(Searcher):
         """Refit the predictors when new ok evaluations arrived since the last fit."""
         if self._fitted_on == len(self._ok_configs):
             return
-        values = np.asarray(self._ok_values) * self._signs  # back to the metrics' own units
+        self.models_ = self._fitted(len(self._ok_configs))
+        self._fitted_on = len(self._ok_configs)
+
+    def _fitted(self, n: int) -> dict[str, Any]:
+        """One predictor per predicted objective, fitted on the first `n` ok evaluations."""
+        configs = self._ok_configs[:n]
+        values = np.asarray(self._ok_values[:n]) * self._signs  # back to the metrics' own units
         costed = self.cost_names()
+        models: dict[str, Any] = {}
         for j, objective in enumerate(self.objectives):
             if objective.name in costed:
                 continue
             y = values[:, j]
             if self.predictor == "auto":
                 kwargs = {"seed": self.seed or 0, **self.predictor_kwargs}
-                model = PREDICTOR_SELECTION.lookup("auto")(self.space, self._ok_configs, y, **kwargs)
+                model = PREDICTOR_SELECTION.lookup("auto")(self.space, configs, y, **kwargs)
             elif isinstance(self.predictor, str):
                 kwargs = {"seed": self.seed, **self.predictor_kwargs}
-                model = PREDICTORS.build(self.predictor, self.space, **kwargs).fit(self._ok_configs, y)
+                model = PREDICTORS.build(self.predictor, self.space, **kwargs).fit(configs, y)
             else:
-                model = self.predictor.clone().fit(self._ok_configs, y)
-            self.models_[objective.name] = model
-        self._fitted_on = len(self._ok_configs)
+                model = self.predictor.clone().fit(configs, y)
+            models[objective.name] = model
+        return models
 
-    def score(self, configs: list[Config], keys: list[str] | None = None) -> np.ndarray:
-        """The n x k minimisation matrix of predicted (and computed `cost`) objectives."""
+    def score(self, configs: list[Config], keys: list[str] | None = None, models: Mapping[str, Any] | None = None) -> np.ndarray:
+        """The n x k minimisation matrix of predicted (and computed `cost`) objectives (`models`: default `models_`)."""
+        models = self.models_ if models is None else models
         keys = keys if keys is not None else [self.space.key(c) for c in configs]
         out = np.empty((len(configs), len(self.objectives)))
         if not configs:
@@ -161,7 +181,7 @@ class GuidedSearcher(Searcher):
             if objective.name in costed:
                 out[:, j] = objective.sign * np.array([r[objective.name] for r in rows], dtype=float)
                 continue
-            model = self.models_[objective.name]
+            model = models[objective.name]
             out[:, j] = objective.sign * model.predict(configs)
             if self.explore > 0 and getattr(model, "supports_std", False):
                 out[:, j] -= self.explore * model.predict_std(configs)
@@ -196,14 +216,49 @@ class GuidedSearcher(Searcher):
         return [configs[i] for i in unseen], [keys[i] for i in unseen]
 
     def _evolve_candidates(self) -> tuple[list[Config], list[str]]:
-        """Unseen configs visited by NSGA-II on the predicted objectives."""
-        rng, space, size = self.rng, self.space, self.population_size
-        told = np.asarray(self._ok_values)
-        parents = [self._ok_configs[i] for i in select(told, size)]
-        parents += self.random_unseen(size - len(parents))
+        """The unseen candidates of the latest scheduled NSGA-II run (run now if it is due)."""
+        point = self._schedule_point(len(self._ok_configs))
+        if self._pool is None or self._pool[0] != point:
+            models = self.models_ if point == self._fitted_on else self._fitted(point)
+            configs, keys = self._evolve(point, models)
+            self._pool = (point, configs, keys)
+        _, configs, keys = self._pool
+        told, pending = self._told, self._pending
+        unseen = [i for i, k in enumerate(keys) if k not in told and k not in pending]
+        return [configs[i] for i in unseen], [keys[i] for i in unseen]
+
+    def _schedule_point(self, n_ok: int) -> int:
+        """The last ok-evaluation count at or below `n_ok` at which an NSGA-II candidate run is due."""
+        point = max(self.n_init, 2)
+        while True:
+            following = max(point + 1, math.ceil(point * (1 + self.evolve_growth)))
+            if following > n_ok:
+                return point
+            point = following
+
+    def _evolve(self, point: int, models: Mapping[str, Any]) -> tuple[list[Config], list[str]]:
+        """Feasible configs visited by NSGA-II on `models`' predictions, from the first `point` ok evaluations.
+
+        Its random stream is seeded by (seed, point) and it sees only those evaluations, so
+        the candidates depend on nothing else (a resumed search evolves the same ones).
+        """
+        space, size = self.space, self.population_size
+        rng = np.random.default_rng([self._entropy, point, 1])
+        known = self._ok_configs[:point]
+        told = {space.key(c) for c in known}
+        parents = [known[i] for i in select(np.asarray(self._ok_values[:point]), size)]
         parent_keys = [space.key(c) for c in parents]
-        pool: dict[str, Config] = {k: c for k, c in zip(parent_keys, parents) if not self.taken(k)}
-        parent_values = self.score(parents, parent_keys)
+        pool: dict[str, Config] = {}
+        for _attempt in range(20 * size):  # fill the population with random feasible configs
+            if len(parents) >= size:
+                break
+            config = space.canonical(space.sample(rng))
+            key = space.key(config)
+            if key not in pool and key not in told and self.feasible(config, key):
+                pool[key] = config
+                parents.append(config)
+                parent_keys.append(key)
+        parent_values = self.score(parents, parent_keys, models)
         for _ in range(self.generations):
             rank, crowd = rank_and_crowding(parent_values)
             children: list[Config] = []
@@ -214,14 +269,14 @@ class GuidedSearcher(Searcher):
                     child = crossover(space, parents[a], parents[b], rng) if rng.random() < 0.9 else parents[a]
                     child = mutate(space, child, rng)
                     key = space.key(child)
-                    if key not in pool and not self.taken(key) and self.feasible(child, key):
+                    if key not in pool and key not in told and self.feasible(child, key):
                         pool[key] = child
                         children.append(child)
                         child_keys.append(key)
                         break
             if not children:
                 break
-            values = np.vstack([parent_values, self.score(children, child_keys)])
+            values = np.vstack([parent_values, self.score(children, child_keys, models)])
             everyone = parents + children
             keep = select(values, size)
             parents, parent_values = [everyone[i] for i in keep], values[keep]
