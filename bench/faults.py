@@ -11,6 +11,7 @@ exits with code 2, writes exactly one line on stderr (``nas: error: ...``), prin
 
     python bench/faults.py            # fresh interpreters (about 5 s a case)
     python bench/faults.py --fork     # forked from one interpreter (tests/test_faults.py)
+    python bench/faults.py --fork --jobs 2 --only "disk full"
 
 It ends with ``N cases: X clear line, Y traceback`` (and how many broke another rule);
 the target is zero tracebacks and every case clear.
@@ -463,18 +464,21 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text).strip("_") or "case"
 
 
-def sweep(work: Path, *, fork: bool = False, only: str | None = None, verbose: int = 1) -> list[Outcome]:
-    """Run every case (or those whose name contains `only`) under `work`; returns their outcomes."""
+def sweep(work: Path, *, fork: bool = False, only: str | None = None, verbose: int = 1, jobs: int = 1) -> list[Outcome]:
+    """Run every case (or those whose name contains `only`) under `work`, `jobs` at a time; returns their outcomes."""
     if fork:
         import nas.cli  # noqa: F401 (imported once, before the forks)
     base = make_base(work)
-    outcomes = []
-    for index, case in enumerate(cases()):
-        if only and only not in case.name:
-            continue
-        outcome = run_case(case, base, work, fork=fork, index=index)
-        outcomes.append(outcome)
-        if verbose:
+    chosen = [i for i, case in enumerate(cases()) if not only or only in case.name]
+    if jobs > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            outcomes = pool.starmap(_run_index, [(i, base, work, fork) for i in chosen])
+    else:
+        outcomes = [_run_index(i, base, work, fork) for i in chosen]
+    if verbose:
+        for outcome in outcomes:
             mark = "clear" if outcome.clear else "TRACEBACK" if outcome.traceback else "UNCLEAR"
             detail = outcome.stderr.strip().splitlines()[-1] if outcome.stderr.strip() else "(no stderr)"
             extra = f" rc={outcome.rc} lines={outcome.lines}" + (f" changed={outcome.changed}" if outcome.changed else "")
@@ -482,6 +486,10 @@ def sweep(work: Path, *, fork: bool = False, only: str | None = None, verbose: i
             if verbose > 1 and not outcome.clear:
                 print("    " + outcome.stderr.strip().replace("\n", "\n    ")[-3000:], flush=True)
     return outcomes
+
+
+def _run_index(index: int, base: Path, work: Path, fork: bool) -> Outcome:
+    return run_case(cases()[index], base, work, fork=fork, index=index)
 
 
 def summary(outcomes: list[Outcome]) -> str:
@@ -496,12 +504,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fork", action="store_true", help="fork each case from one interpreter (fast) instead of a fresh one")
     parser.add_argument("--only", help="run only the cases whose name contains this")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument("--jobs", type=int, default=1, help="cases run at once")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the whole stderr of every case that is not clear")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="nas-faults-"))
     os.chmod(work, 0o755)
     try:
-        outcomes = sweep(work, fork=args.fork, only=args.only, verbose=2 if args.verbose else 1)
+        outcomes = sweep(work, fork=args.fork, only=args.only, verbose=2 if args.verbose else 1, jobs=args.jobs)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

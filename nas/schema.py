@@ -54,8 +54,6 @@ class Field:
 
     def describe(self) -> str:
         """What values it takes, for error messages."""
-        if self.kind == "int" and self.maximum is not None:
-            return f"an int from {self.minimum + self.above:g} to {self.maximum:,.0f}".replace(",", "_")
         if self.kind == "int":
             return f"an int {'>' if self.above else '>='} {self.minimum:g}" if self.minimum is not None else "an int"
         if self.kind == "float":
@@ -107,7 +105,7 @@ def check(f: Field, value: Any, label: str) -> Any:
     if f.minimum is not None and (value < f.minimum or (f.above and value == f.minimum)):
         raise bad
     if f.maximum is not None and value > f.maximum:
-        raise SpecError(f"{label} must be {f.describe()}, got {_short_number(value)}")
+        raise SpecError(f"{label} must be {f.describe()} and at most {f.maximum:_.0f}, got {_short_number(value)}")
     return value
 
 
