@@ -389,6 +389,8 @@ def _forked(case: Case, where: Path) -> tuple[int, str, str]:
             for r, w in pipes:
                 os.close(r)
                 os.close(w)
+            sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (a caller's capture, e.g. pytest's, replaced them)
+            sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
             os.chdir(where)
             here = str(Path(__file__).resolve().parent)
             sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != here]  # bench/ray.py is not ray
