@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from nas.metrics import default_reference, finite_reference, of
 from nas.pareto import Constraint, parse_objectives
 from nas.result import SearchResult, hypervolume_history
 from nas.rundir import IDENTITY, RunDir, atomic_write
-from nas.runs._identity import write_identity
+from nas.runs._identity import identity_of, write_identity
 from nas.runs._spec import SPEC, RunSpec, load_spec
 from nas.searching import search
 from nas.store import FILENAME as STORE
@@ -46,7 +47,8 @@ def prepare(spec: RunSpec, run: str | os.PathLike | None = None) -> Path:
 def write_spec(spec: RunSpec, path: Path) -> None:
     """Write the run's ``identity.json`` (its own copy) and ``spec.toml``."""
     text = spec.to_toml()
-    write_identity(path, spec, text)  # the run's own copy first: spec.toml is checked against it
+    written = RunSpec.from_dict(tomllib.loads(text))  # the keys as spec.toml gives them back (defaults filled)
+    write_identity(path, text, identity_of(written))  # the run's own copy first: spec.toml is checked against it
     RunDir(path).write_spec(text)
 
 
