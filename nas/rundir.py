@@ -198,6 +198,11 @@ def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[Path]
     except OSError as err:
         _remove(tmp)
         raise RunDirError(_os_message(f"cannot write {path}", err, path.parent)) from err
+    except RuntimeError as err:
+        _remove(tmp)
+        if _cut_short(err):
+            raise RunDirError(_CUT_SHORT.format(path=path)) from err
+        raise
     except BaseException:
         _remove(tmp)
         raise
@@ -252,6 +257,13 @@ def atomic_dir(path: str | os.PathLike, fill: Callable[[Path], Any]) -> Path:
             os.replace(old, path)
         shutil.rmtree(tmp, ignore_errors=True)
         raise RunDirError(_os_message(f"cannot write {path}", err, path.parent)) from err
+    except RuntimeError as err:
+        if old.exists() and not path.exists():
+            os.replace(old, path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if _cut_short(err):
+            raise RunDirError(_CUT_SHORT.format(path=path)) from err
+        raise
     except BaseException:
         if old.exists() and not path.exists():
             os.replace(old, path)
@@ -260,6 +272,16 @@ def atomic_dir(path: str | os.PathLike, fill: Callable[[Path], Any]) -> Path:
     shutil.rmtree(old, ignore_errors=True)
     _fsync_dir(path.parent)
     return path
+
+
+_CUT_SHORT = ("cannot write {path}: the write was cut short (a full disk or a file-size limit); "
+              "free some space (or choose a directory on another disk) and run the same command again")
+
+
+def _cut_short(err: RuntimeError) -> bool:
+    """Whether torch's file writer failed (it raises RuntimeError, not OSError, when a write is refused)."""
+    text = str(err)
+    return any(s in text for s in ("PytorchStreamWriter", "inline_container", "unexpected pos", "file write failed"))
 
 
 def make_dir(path: str | os.PathLike) -> Path:
@@ -276,7 +298,7 @@ def make_dir(path: str | os.PathLike) -> Path:
 
 def _os_message(what: str, err: OSError, where: Path) -> str:
     reason = err.strerror or str(err)
-    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+    if err.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", -1)):
         fix = "free some space (or choose a run directory on another disk) and run the same command again"
     elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         fix = f"{where} is read-only or not yours: choose a writable directory or fix its permissions"

@@ -23,6 +23,7 @@ class Field:
         flag: flag name (``--budget``) and keyword name (``budget``), when it has one.
         minimum: lowest allowed number.
         above: whether the number must be strictly above `minimum`.
+        maximum: highest allowed number (seeds, budgets and sizes stay within what can be computed).
         choices: allowed strings, or a function giving them (evaluated lazily).
         identity: whether it must match when a run is resumed (else it may change: budget, backend).
     """
@@ -36,6 +37,7 @@ class Field:
     above: bool = False
     choices: tuple[str, ...] | Callable[[], list[str]] | None = None
     identity: bool = True
+    maximum: float | None = None
 
     @property
     def section(self) -> str:
@@ -97,9 +99,31 @@ def check(f: Field, value: Any, label: str) -> Any:
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
             raise bad
         value = normal(dict(value))
+        where = _non_finite(value)
+        if where is not None:
+            raise SpecError(f"{label}: {where[0]} must be a finite number, got {where[1]!r}")
     if f.minimum is not None and (value < f.minimum or (f.above and value == f.minimum)):
         raise bad
+    if f.maximum is not None and value > f.maximum:
+        raise SpecError(f"{label} must be {f.describe()} and at most {f.maximum:_.0f}, got {_short_number(value)}")
     return value
+
+
+def _non_finite(value: Any, path: str = "") -> tuple[str, float] | None:
+    """The first NaN or infinity inside a table's values (its dotted place and the value), if any."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value
+    items = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{path}.{k}" if path and isinstance(k, str) else f"{path}[{k}]" if path else str(k))
+        if found is not None:
+            return found
+    return None
+
+
+def _short_number(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else f"{text[:8]}...({len(text)} digits)"
 
 
 def from_text(f: Field, text: Any, label: str) -> Any:

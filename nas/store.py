@@ -107,7 +107,9 @@ class EvaluationStore:
                 ) from None
             if "full" in text:
                 raise RunDirError(f"cannot write {self.path}: {text}; free some space and run the same command again") from None
-            raise
+            if "no such table" in text or "no such column" in text:
+                raise CorruptFile(f"{self.path} is not a nas evaluations database ({text}); restore it from a copy, or use another run directory") from None
+            raise RunDirError(f"cannot use {self.path}: {text}; check the file and its file system (free space, permissions)") from None
 
     def append(self, evaluations: Sequence[Evaluation], keys: Sequence[str], meta: Mapping[str, Any] | None = None) -> None:
         """Store a batch, and `meta` facts, atomically; a stored config is replaced by its new evaluation, moved to the end."""
@@ -156,13 +158,39 @@ class EvaluationStore:
     def load_batches(self) -> tuple[list[Evaluation], list[int]]:
         """Every stored evaluation in order, and the number stored after each batch."""
         with self._errors():
-            rows = self._db.execute("SELECT config, metrics, status, error, seconds, batch FROM evaluations ORDER BY id").fetchall()
+            rows = self._db.execute("SELECT config, metrics, status, error, seconds, batch, id FROM evaluations ORDER BY id").fetchall()
         evaluations, ends = [], []
-        for i, (c, m, s, e, t, b) in enumerate(rows):
-            evaluations.append(Evaluation(json.loads(c), json.loads(m), s, e, t))
+        for i, (c, m, s, e, t, b, row) in enumerate(rows):
+            evaluations.append(self._evaluation(row, c, m, s, e, t))
             if i + 1 == len(rows) or rows[i + 1][5] != b:
                 ends.append(i + 1)
         return evaluations, ends
+
+    def _evaluation(self, row: int, config: Any, metrics: Any, status: Any, error: Any, seconds: Any) -> Evaluation:
+        """A stored row as an `Evaluation`; `CorruptFile` naming the row when it is not one."""
+        try:
+            config, metrics = json.loads(config), json.loads(metrics)
+            if not isinstance(config, dict) or not isinstance(metrics, dict):
+                raise ValueError("config and metrics must be JSON objects")
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()):
+                raise ValueError("metrics must be numbers")
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (error is None or isinstance(error, str)):
+                raise ValueError("seconds must be a number and error text")
+            return Evaluation(config, metrics, status, error, float(seconds))
+        except (TypeError, ValueError) as err:
+            raise CorruptFile(
+                f"{self.path} has a damaged evaluation (row {row}: {' '.join(str(err).split())[:100]}); "
+                "restore the database from a copy, or delete that row to evaluate the config again"
+            ) from None
+
+    def check(self) -> None:
+        """Read every row and fact once: `nas.rundir.CorruptFile` naming the first damaged one."""
+        self.load_batches()
+        if self._has_meta:
+            with self._errors():
+                keys = [k for (k,) in self._db.execute("SELECT key FROM meta")]
+            for key in keys:
+                self.meta(key)
 
     def keys(self) -> list[str]:
         """The stored configs' keys, in the order stored."""
@@ -175,7 +203,12 @@ class EvaluationStore:
             return default
         with self._errors():
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else default
+        if not row:
+            return default
+        try:
+            return json.loads(row[0])
+        except (TypeError, ValueError):
+            raise CorruptFile(f"{self.path} has a damaged run fact ({key!r} is not JSON); restore the database from a copy") from None
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]

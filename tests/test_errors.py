@@ -22,7 +22,7 @@ def _exception_classes() -> list[type]:
             module = importlib.import_module(name)
             for _, cls in inspect.getmembers(module, inspect.isclass):
                 public = not cls.__name__.startswith("_")  # private ones are control flow, never raised to a user
-                if public and issubclass(cls, BaseException) and cls.__module__.split(".")[0] in ("nas", "predictors", "search_spaces"):
+                if public and issubclass(cls, BaseException) and not issubclass(cls, Warning) and cls.__module__.split(".")[0] in ("nas", "predictors", "search_spaces"):
                     found[cls.__qualname__] = cls
     return list(found.values())
 

@@ -12,7 +12,6 @@ existed gets one the next time it is written.
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +35,9 @@ def identity_of(values: Any) -> dict[str, Any]:
     return {f.key: json.loads(json.dumps(normal(values[f.key]))) for f in FIELDS if f.identity}
 
 
-def write_identity(run: str | Path, spec: Any, text: str) -> Path:
-    """Write ``identity.json`` of `run`: the spec's `text` and the identity keys of the spec it reads as."""
-    from nas.runs._spec import RunSpec
-
-    written = RunSpec.from_dict(tomllib.loads(text))  # the keys as spec.toml gives them back (defaults filled)
-    payload = {"format": FORMAT, "spec": text, "identity": identity_of(written)}
+def write_identity(run: str | Path, text: str, identity: dict[str, Any]) -> Path:
+    """Write ``identity.json`` of `run`: the spec's `text` and its `identity` keys (`identity_of` the spec `text` reads as)."""
+    payload = {"format": FORMAT, "spec": text, "identity": identity}
     return atomic_write(Path(run) / IDENTITY, json.dumps(payload, indent=1, sort_keys=True))
 
 

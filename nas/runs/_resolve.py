@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import math
+import os
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -52,6 +54,8 @@ class Resolving:
                 continue
             if allowed is not None and value is not None and value not in allowed:
                 raise SpecError(f"{self.label(f.key)} must be one of {allowed}, got {value!r}")
+        if not custom:
+            self._check_size()
         net = self.build_net()
         if not custom:
             self._values["space"]["args"] = normal(dict(net.family_args))
@@ -83,6 +87,21 @@ class Resolving:
             except Exception as err:  # a family that rejects its arguments in its own words
                 raise SpecError(f"{self.label('space.args')} does not suit family {self['space.family']!r}: {type(err).__name__}: {first_line(err)}") from None
 
+    def _check_size(self) -> None:
+        """Refuse a family whose weights would not fit in half this machine's memory (built on the meta device: no memory)."""
+        try:
+            with torch.device("meta"):
+                net = build_family(self["space.family"], **self["space.args"])
+        except Exception:  # noqa: BLE001 (bad arguments are reported by build_net; a family that cannot go to meta is not checked)
+            return
+        size = sum(t.numel() * t.element_size() for t in [*net.parameters(), *net.buffers()])
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 0
+        if memory and size > memory // 2:
+            raise SpecError(
+                f"{self.label('space.args')} make a {self['space.family']!r} supernet of {size / 2**30:,.1f} GiB of weights, more than "
+                f"half this machine's memory ({memory / 2**30:,.1f} GiB); choose smaller sizes (widths, depths, ...)"
+            )
+
     def _build_custom(self) -> Any:
         """`nas.from_model` of the model that ``space.source`` returns (called with ``space.args``)."""
         from nas.from_model import from_model
@@ -94,6 +113,8 @@ class Resolving:
             made = make(**args)
         except (TypeError, ValueError) as err:
             raise SpecError(f"{label} = {source!r} with {self.label('space.args')} {args}: {first_line(err)}") from None
+        except Exception as err:  # noqa: BLE001 (the user's code failed: say where and why, in one line)
+            raise SpecError(f"{label} = {source!r} raised {type(err).__name__}: {first_line(err)}") from None
         model, example = made if isinstance(made, tuple) and len(made) == 2 else (made, None)
         if not isinstance(model, torch.nn.Module):
             raise SpecError(f"{label} = {source!r} must return a torch.nn.Module or (module, example_input), got {type(model).__name__}")
@@ -131,6 +152,8 @@ class Resolving:
             made = factory(**args)
         except (TypeError, ValueError) as err:
             raise SpecError(f"{self.label('data.source')} = {source!r} with {self.label('data.args')} {args}: {first_line(err)}") from None
+        except Exception as err:  # noqa: BLE001 (the user's code failed: say where and why, in one line)
+            raise SpecError(f"{self.label('data.source')} = {source!r} raised {type(err).__name__}: {first_line(err)}") from None
         return made
 
     def data(self, net: Any) -> Any:
@@ -284,6 +307,7 @@ class Resolving:
                             f"(backend is {self['backend.name']!r}, train.backend {self['train.backend']!r})")
         if self.method.trains and self["train.workers"] is not None and self["train.backend"] != "ray":
             raise SpecError(f"{self.label('train.workers')} applies only to train.backend = 'ray' (train.backend is {self['train.backend']!r})")
+        _check_backend_args(self["backend.name"], dict(self["backend.args"]), self.label("backend.args"))
 
     def device(self, *, training_only: bool = False) -> Any:
         """The `torch.device` the supernet lives on in this process (``device`` resolved here), checked
@@ -303,3 +327,35 @@ class Resolving:
         except DeviceError as err:
             raise SpecError(first_line(err)) from None
         return device
+
+
+def _check_backend_args(name: str, args: dict[str, Any], label: str) -> None:
+    """Each ``backend.args`` key a parameter of the backend (or of `nas.evaluate` it passes on), of its type."""
+    from nas.evaluate import evaluate
+    from nas.registry import BACKENDS
+
+    taken = {"net", "data", "configs", "self", "batch_size", "calibration_batches", "latency_batch_size", "latency", "metrics", "loss"}
+    params: dict[str, inspect.Parameter] = {}
+    for fn in (BACKENDS.lookup(name), evaluate):
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in taken:
+                params.setdefault(p.name, p)
+    for key, value in args.items():
+        if key not in params:
+            raise SpecError(f"unknown key {key!r} in {label} for backend {name!r}; the keys are: {', '.join(sorted(params)) or 'none'}")
+        if not _fits(value, params[key].annotation):
+            raise SpecError(f"{label}: {key} = {value!r} is not what backend {name!r} takes ({params[key].annotation})")
+
+
+def _fits(value: Any, annotation: Any) -> bool:
+    """Whether a TOML value suits a parameter's annotation (its text: ``"int | None"``, ``"float"``, ...)."""
+    hint = str(annotation)
+    if annotation is inspect.Parameter.empty or "Any" in hint:
+        return True
+    if isinstance(value, bool):
+        return "bool" in hint
+    if isinstance(value, (int, float)):
+        return math.isfinite(value) and ("float" in hint or ("int" in hint and isinstance(value, int)))
+    if isinstance(value, str):
+        return "str" in hint
+    return False

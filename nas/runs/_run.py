@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nas.errors import RunError
+from nas.errors import NASError, RunError
 from nas.metrics import default_reference, finite_reference, of
 from nas.pareto import Constraint, parse_objectives
 from nas.result import SearchResult, hypervolume_history
-from nas.rundir import IDENTITY
-from nas.runs._identity import write_identity
+from nas.rundir import IDENTITY, RunDir, atomic_write
+from nas.runs._identity import identity_of, write_identity
 from nas.runs._spec import SPEC, RunSpec, load_spec
 from nas.searching import search
 from nas.store import FILENAME as STORE
 from nas.store import EvaluationStore
-from nas.rundir import RunDir
 from nas.training import CHECKPOINT, read_checkpoint, train_supernet, trained_on
 
 RUNS = Path("runs")
@@ -37,6 +38,25 @@ def prepare(spec: RunSpec, run: str | os.PathLike | None = None) -> Path:
 
     Budget and backend may change between sessions (raise the budget to extend a run);
     any other difference raises `RunError` and leaves the directory untouched.
+    """
+    path = check_run_dir(spec, run)
+    write_spec(spec, path)
+    return path
+
+
+def write_spec(spec: RunSpec, path: Path) -> None:
+    """Write the run's ``identity.json`` (its own copy) and ``spec.toml``."""
+    text = spec.to_toml()
+    written = RunSpec.from_dict(tomllib.loads(text))  # the keys as spec.toml gives them back (defaults filled)
+    write_identity(path, text, identity_of(written))  # the run's own copy first: spec.toml is checked against it
+    RunDir(path).write_spec(text)
+
+
+def check_run_dir(spec: RunSpec, run: str | os.PathLike | None = None, *, files: bool = False) -> Path:
+    """The run directory of `spec`, checked to be new or to hold this same run; nothing is written.
+
+    With `files`, the checkpoint and the database it holds are read through once, so a
+    damaged one is refused (`nas.rundir.CorruptFile`) before anything is written.
     """
     path = run_dir(spec, run)
     if path.exists() and not path.is_dir():
@@ -58,9 +78,11 @@ def prepare(spec: RunSpec, run: str | os.PathLike | None = None) -> Path:
         raise RunError(f"{path} holds run files but no {SPEC}; use another run directory (--run)")
     elif path.is_dir() and not RunDir(path).is_run() and any(path.iterdir()):
         raise RunError(f"{path} is a non-empty directory that holds no run; use a new or empty run directory (--run)")
-    text = spec.to_toml()
-    write_identity(path, spec, text)  # the run's own copy first: spec.toml is checked against it
-    RunDir(path).write_spec(text)
+    if files and (path / CHECKPOINT).is_file():
+        read_checkpoint(path / CHECKPOINT)
+    if files and (path / STORE).is_file():
+        with EvaluationStore(path / STORE, create=False) as store:
+            store.check()
     return path
 
 
@@ -213,16 +235,25 @@ def run_spec(
     if device is not None:
         net.to(device)  # once: training, evaluation and latency run where the supernet is
     data = spec.data(net)
-    path = prepare(spec, run)
-    with RunDir(path).lock():  # one writing process per run
-        history = None
-        if method.trains:
-            history = train_supernet(net, data, run=path, resume=True, progress=progress, **spec.train_kwargs())
-            if train_only:
-                result = load_run(path)
-                result._net = net
-                return result
-        result = search(net, data, run=path, progress=progress, **spec.search_kwargs())
+    path = check_run_dir(spec, run)
+    with RunDir(path).lock():  # one writing process per run: taken before anything is written
+        check_run_dir(spec, path, files=True)  # again under the lock, and the run's files read through
+        previous = {p: p.read_bytes() for p in (RunDir(path).spec, RunDir(path).identity) if p.is_file()}
+        write_spec(spec, path)
+        try:
+            history = None
+            if method.trains:
+                history = train_supernet(net, data, run=path, resume=True, progress=progress, **spec.train_kwargs())
+                if train_only:
+                    result = load_run(path)
+                    result._net = net
+                    return result
+            result = search(net, data, run=path, progress=progress, **spec.search_kwargs())
+        except Exception:  # a failed command leaves the run's spec as it was (a new budget, backend)
+            for file, text in previous.items():
+                with contextlib.suppress(NASError):
+                    atomic_write(file, text)
+            raise
     if history is None:  # the search trained the supernet: its per-epoch records
         history = result.history
     return Run(

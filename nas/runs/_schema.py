@@ -19,7 +19,7 @@ def _strategies() -> list[str]:
 
 FIELDS: tuple[Field, ...] = (
     Field("name", "str", "run", "run name; the run directory is runs/<name>", identity=False),
-    Field("seed", "int", 0, "seed of the supernet's initial weights, its training and the search", flag="seed", minimum=0),
+    Field("seed", "int", 0, "seed of the supernet's initial weights, its training and the search", flag="seed", minimum=0, maximum=2**32 - 1),
     Field("device", "str", "auto", "where the supernet trains, is evaluated and timed: 'auto' (CUDA when present), 'cpu' or 'cuda'; "
           "with train.backend = 'ray', whether the training workers get GPUs", flag="device", choices=DEVICES, identity=False),
     Field("space.family", "str", "mlp", "supernet family (see `nas spaces`)", flag="space", choices=FAMILIES.names),
@@ -47,13 +47,13 @@ FIELDS: tuple[Field, ...] = (
     Field("evaluate.batch_size", "int", 256, "evaluation batch size", minimum=1),
     Field("evaluate.calibration_batches", "int", 4, "training batches that recalibrate BatchNorm per subnet", minimum=0),
     Field("evaluate.latency", "str", None, "how latency_ms is obtained (default: 'table' when it is an objective)", choices=("table", "measured")),
-    Field("evaluate.latency_batch_size", "int", 1, "batch size latency is measured or predicted at", minimum=1),
+    Field("evaluate.latency_batch_size", "int", 1, "batch size latency is measured or predicted at", minimum=1, maximum=4096),
     Field("search.searcher", "str", "evolution", "searcher (it chooses the method, `nas.methods`)", flag="searcher", choices=searcher_names),
     Field("search.objectives", "strs", ["accuracy:max", "params:min"], "objectives, e.g. accuracy:max,params:min", flag="objectives"),
     Field("search.constraints", "strs", [], "hard bounds on cost metrics, e.g. ['params<=50000', 'latency_ms<=2']: configs that "
           "break one are never evaluated, and the front and picks meet them", flag="constraints"),
     Field("search.budget", "int", 100, "total evaluations (a method that trains the supernet itself: its epochs); raise it to extend a finished run",
-          flag="budget", minimum=1, identity=False),
+          flag="budget", minimum=1, maximum=10**9, identity=False),
     Field("search.batch_size", "int", None, "configs asked and evaluated per step (unset: the backend's parallelism, at least 8; "
           "set it to resume on another backend with the same proposals)", minimum=1),
     Field("search.args", "table", {}, "the searcher's arguments (e.g. population_size = 24)"),
