@@ -220,6 +220,8 @@ def _join(address: str | None, workers: int | None, cpus: float, use_gpu: bool |
     """Join the cluster (or start a private loopback one); whether this call owns (and will shut down) it."""
     import logging
 
+    if address is not None:
+        check_address(address)  # before Ray is imported: nothing of Ray is touched for a bad address
     import ray
 
     from nas.backends import is_loopback, raw_address, single_machine_mode
@@ -239,8 +241,6 @@ def _join(address: str | None, workers: int | None, cpus: float, use_gpu: bool |
             log_to_driver=False,
         )
         return True
-    if address is not None:
-        check_address(address)
     if is_loopback(raw_address(address)):
         single_machine_mode()
     try:
