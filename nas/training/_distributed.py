@@ -151,6 +151,8 @@ def train_distributed(
         nas.training.DistributedError: The 'workers' parameter of train_supernet must be an int >= 1 or None, got 0.
     """
     _check(workers, use_gpu, address, cpus_per_worker, max_failures)
+    if address is not None:
+        check_address(address)  # before Ray is imported: a bad address touches nothing of Ray
     if use_gpu is None and device is not None:
         wanted = str(device)
         if wanted not in ("auto",) and not wanted.startswith(("cpu", "cuda")):
@@ -220,8 +222,6 @@ def _join(address: str | None, workers: int | None, cpus: float, use_gpu: bool |
     """Join the cluster (or start a private loopback one); whether this call owns (and will shut down) it."""
     import logging
 
-    if address is not None:
-        check_address(address)  # before Ray is imported: nothing of Ray is touched for a bad address
     import ray
 
     from nas.backends import is_loopback, raw_address, single_machine_mode
