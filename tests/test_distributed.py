@@ -73,12 +73,11 @@ def test_two_replicas_train_the_weights_one_process_trains():
     ({"max_failures": -1}, "'max_failures' parameter"),
 ])
 def test_bad_distributed_arguments_are_one_line_before_ray_starts(kwargs, match, tmp_path):
-    import ray
-
     with pytest.raises(DistributedError, match=match) as info:
         train_supernet(_net(), epochs=1, backend="ray", run=tmp_path / "r", progress=False, **kwargs)
     assert "\n" not in str(info.value) and not (tmp_path / "r" / "supernet.pt").exists()
-    assert not ray.is_initialized()
+    # Ray is not even imported (importing it here would fix its settings for later tests' clusters)
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
 
 
 def test_ray_only_arguments_are_refused_for_local_training():
@@ -132,24 +131,37 @@ class CrashOnce(Sandwich):
         return super().step(net, x, y, rng, loss, distill)
 
 
-@pytest.fixture(scope="module")
-def loopback_ray():
-    """A private Ray on 127.0.0.1 with 2 CPUs, for this module only."""
+def _scenario(tmp: str) -> None:
+    """The loopback-cluster scenario, run in a subprocess of its own: Ray keeps one auth token per
+    process, so a private Ray started in the test process would lock out later clusters (tests/test_ray.py)."""
     import ray
     import ray.cloudpickle
 
-    from nas.backends._ray import _single_machine_mode
+    from nas.backends import single_machine_mode
 
+    tmp_path = Path(tmp)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers need CrashOnce
-    _single_machine_mode()
+    single_machine_mode()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    try:
+        _killed_worker_resume_and_search(ray, tmp_path)
+    finally:
+        ray.shutdown()
 
 
 @pytest.mark.slow
-def test_two_ray_workers_survive_a_killed_worker_resume_and_match_one_process(loopback_ray, tmp_path):
+def test_two_ray_workers_survive_a_killed_worker_resume_and_match_one_process(tmp_path):
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here), os.environ.get("PYTHONPATH", "")])}
+    code = f"import test_distributed; test_distributed._scenario({str(tmp_path)!r}); print('scenario ok')"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "scenario ok" in done.stdout, done.stderr[-4000:]
+
+
+def _killed_worker_resume_and_search(loopback_ray, tmp_path: Path) -> None:
     data = digits("flat")
     run = tmp_path / "run"
     marker = tmp_path / "killed"

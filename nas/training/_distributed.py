@@ -151,6 +151,8 @@ def train_distributed(
         nas.training.DistributedError: The 'workers' parameter of train_supernet must be an int >= 1 or None, got 0.
     """
     _check(workers, use_gpu, address, cpus_per_worker, max_failures)
+    if address is not None:
+        check_address(address)  # before Ray is imported: a bad address touches nothing of Ray
     if use_gpu is None and device is not None:
         wanted = str(device)
         if wanted not in ("auto",) and not wanted.startswith(("cpu", "cuda")):
@@ -239,8 +241,6 @@ def _join(address: str | None, workers: int | None, cpus: float, use_gpu: bool |
             log_to_driver=False,
         )
         return True
-    if address is not None:
-        check_address(address)
     if is_loopback(raw_address(address)):
         single_machine_mode()
     try:
