@@ -68,7 +68,12 @@ def test_a_changed_spec_is_refused_in_one_line_and_nothing_is_written(run, how, 
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and str(spec) in err and IDENTITY in err, err
-        assert ("train.epochs = 40" in err) if how == "edited" else ("damaged" in err), err
+        if how == "edited":
+            assert "train.epochs = 40" in err, err
+        elif how == "truncated":  # what is left may still parse as TOML: then it names a key that changed
+            assert "damaged" in err or "was changed after the run was made" in err, err
+        else:
+            assert "damaged" in err, err
     with pytest.raises(SpecChanged):
         load_run(run)
     with pytest.raises(SpecChanged):
