@@ -107,14 +107,7 @@ class Resolving:
         from nas.from_model import from_model
 
         source, label = self["space.source"], self.label("space.source")
-        make = import_source(source, label, trusted=self._trusted, where=self._where)
-        args = dict(self["space.args"])
-        try:
-            made = make(**args)
-        except (TypeError, ValueError) as err:
-            raise SpecError(f"{label} = {source!r} with {self.label('space.args')} {args}: {first_line(err)}") from None
-        except Exception as err:  # noqa: BLE001 (the user's code failed: say where and why, in one line)
-            raise SpecError(f"{label} = {source!r} raised {type(err).__name__}: {first_line(err)}") from None
+        made = self._call_source("space")
         model, example = made if isinstance(made, tuple) and len(made) == 2 else (made, None)
         if not isinstance(model, torch.nn.Module):
             raise SpecError(f"{label} = {source!r} must return a torch.nn.Module or (module, example_input), got {type(model).__name__}")
@@ -137,7 +130,7 @@ class Resolving:
         if self["data.source"] in ("digits", "mnist1d"):
             raise SpecError(f"{self.label('space.source')} = {source!r} returned no example input; return (model, example_input) "
                             "or name a data.source 'package.module:function'")
-        made = self._call_data_source()
+        made = self._call_source("data")
         train = made[0] if isinstance(made, (tuple, list)) and made else getattr(made, "train", None)
         if train is None:
             raise SpecError(f"{self.label('data.source')} = {self['data.source']!r} returned {type(made).__name__}, not the data")
@@ -145,16 +138,16 @@ class Resolving:
             return torch.as_tensor(next(iter(train))[0][:1])
         return torch.as_tensor(train[0][0]).unsqueeze(0)
 
-    def _call_data_source(self) -> Any:
-        source, args = self["data.source"], dict(self["data.args"])
-        factory = import_source(source, self.label("data.source"), trusted=self._trusted, where=self._where)
+    def _call_source(self, section: str) -> Any:
+        """What ``<section>.source`` returns when called with ``<section>.args``; its failure as one `SpecError` line."""
+        source, label, args = self[f"{section}.source"], self.label(f"{section}.source"), dict(self[f"{section}.args"])
+        factory = import_source(source, label, trusted=self._trusted, where=self._where)
         try:
-            made = factory(**args)
+            return factory(**args)
         except (TypeError, ValueError) as err:
-            raise SpecError(f"{self.label('data.source')} = {source!r} with {self.label('data.args')} {args}: {first_line(err)}") from None
+            raise SpecError(f"{label} = {source!r} with {self.label(f'{section}.args')} {args}: {first_line(err)}") from None
         except Exception as err:  # noqa: BLE001 (the user's code failed: say where and why, in one line)
-            raise SpecError(f"{self.label('data.source')} = {source!r} raised {type(err).__name__}: {first_line(err)}") from None
-        return made
+            raise SpecError(f"{label} = {source!r} raised {type(err).__name__}: {first_line(err)}") from None
 
     def data(self, net: Any) -> Any:
         """The training and validation data (a `nas.data.Data`)."""
@@ -177,7 +170,7 @@ class Resolving:
         module, _, attr = source.partition(":")
         if not module or not attr:
             raise SpecError(f"{self.label('data.source')} must be 'digits', 'mnist1d' or 'package.module:function', got {source!r}")
-        made = self._call_data_source()
+        made = self._call_source("data")
         if made is None:
             raise SpecError(f"{self.label('data.source')} = {source!r} returned None; it must return the data (a (train, val) pair or a nas.data.Data)")
         try:
