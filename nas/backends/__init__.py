@@ -3,8 +3,8 @@
 from nas.backends._base import Backend, get, names, register
 from nas.backends._local import LocalBackend
 from nas.backends._ray import RayBackend  # imports Ray only when used
-from nas.backends._ray import _is_loopback as is_loopback  # the loopback Ray helpers, shared with nas.training
+from nas.backends._ray import _init_ray as init_ray  # the Ray helpers, shared with nas.training
 from nas.backends._ray import _raw_address as raw_address
 from nas.backends._ray import _single_machine_mode as single_machine_mode
 
-__all__ = ["Backend", "LocalBackend", "RayBackend", "get", "is_loopback", "names", "raw_address", "register", "single_machine_mode"]
+__all__ = ["Backend", "LocalBackend", "RayBackend", "get", "init_ray", "names", "raw_address", "register", "single_machine_mode"]

@@ -279,7 +279,8 @@ class RayBackend(Backend):
             shutil.rmtree(self._storage, ignore_errors=True)
 
 
-def _init_ray(ray: Any, address: str | None, workers: int | None, cpus: float, gpus: float | None) -> None:
+def _init_ray(ray: Any, address: str | None, workers: int | None, cpus: float, gpus: float | None, *,
+              log_to_driver: bool = True) -> None:
     """Join the cluster at `address` (or ``RAY_ADDRESS``), else start a private local Ray on loopback."""
     import logging
 
@@ -293,11 +294,12 @@ def _init_ray(ray: Any, address: str | None, workers: int | None, cpus: float, g
             include_dashboard=False,
             _node_ip_address="127.0.0.1",
             logging_level=logging.WARNING,
+            log_to_driver=log_to_driver,
         )
         return
     if _is_loopback(_raw_address(address)):
         _single_machine_mode()  # a loopback cluster is reachable only as 127.0.0.1
-    ray.init(address=address, logging_level=logging.WARNING)
+    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=log_to_driver)
 
 
 def _raw_address(address: str | None) -> str:

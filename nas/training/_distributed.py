@@ -220,31 +220,15 @@ def check_address(address: str, *, parameter: str = "ray_address") -> None:
 
 def _join(address: str | None, workers: int | None, cpus: float, use_gpu: bool | None) -> bool:
     """Join the cluster (or start a private loopback one); whether this call owns (and will shut down) it."""
-    import logging
-
     import ray
 
-    from nas.backends import is_loopback, raw_address, single_machine_mode
+    from nas.backends import init_ray
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     if ray.is_initialized():
         return False
-    if address is None and not os.environ.get("RAY_ADDRESS"):
-        single_machine_mode()
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        ray.init(
-            address="local",  # never an existing cluster found on this machine
-            num_cpus=None if workers is None else max(1, math.ceil(workers * cpus)),
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            logging_level=logging.WARNING,
-            log_to_driver=False,
-        )
-        return True
-    if is_loopback(raw_address(address)):
-        single_machine_mode()
     try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        init_ray(ray, address, workers, cpus, None, log_to_driver=False)
     except ConnectionError as err:
         raise DistributedError(
             f"The 'ray_address' parameter is {address!r}, but no Ray cluster answers there ({' '.join(str(err).split())[:160]}); "
