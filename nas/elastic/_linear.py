@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.elastic._base import ElasticModule, Rule, Size, check_size, crop
+from nas.elastic._fused import sliced_linear, sliced_low_rank
 from nas.space import Choice, Value
 
 
@@ -51,6 +52,11 @@ class ElasticLinear(ElasticModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         i = x.shape[-1]
+        if torch.is_grad_enabled():  # training: one fused node when the weight is sliced
+            o = self._resolve(self.out, self.out_features, i)
+            if o == self.out_features and i == self.in_features:
+                return F.linear(x, self.weight, self.bias)
+            return sliced_linear(x, self.weight, self.bias, o, i)
         weight, bias = self._cached(i, lambda: self._slices(i))
         return F.linear(x, weight, bias)
 
@@ -180,6 +186,11 @@ class ElasticLowRankLinear(ElasticModule):
             weight, bias = self._cached(key, lambda: self._merged(i))
             if weight is not None:
                 return F.linear(x, weight, bias)
+        else:  # training: one fused node when a factor is sliced
+            r, o = self.active_rank(i), self._resolve(self.out, self.out_features, i)
+            if (r, o, i) == (self.max_rank, self.out_features, self.in_features):
+                return F.linear(F.linear(x, self.V), self.U, self.bias)
+            return sliced_low_rank(x, self.V, self.U, self.bias, r, i, o)
         v, u, bias = self._cached((i, self.cutoff), lambda: self._slices(i))
         return F.linear(F.linear(x, v), u, bias)
 
