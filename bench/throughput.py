@@ -164,22 +164,23 @@ def train_ratio(net, batch: int, repeats: int, device: torch.device) -> tuple[fl
         rng = copy.deepcopy(rng)
         return [net.largest(), net.smallest()] + [net.sample(rng) for _ in range(strategy.n)]
 
+    dense_params: dict[int, list] = {}
     for i, rng in enumerate(rngs):
         dense_models[i] = [net.extract(c, calibrate=False).train() for c in configs_of(rng)]
+        dense_params[i] = [p for m in dense_models[i] for p in m.parameters()]
     state = {"i": 0, "j": 0}
 
-    def supernet_step():
+    def supernet_step():  # each call takes the next generator, used by no other call: no copy timed
         i = state["i"] = state["i"] + 1
         for p in params:
             p.grad = None
-        strategy.step(net, x, y, copy.deepcopy(rngs[i]), F.cross_entropy, distill)
+        strategy.step(net, x, y, rngs[i], F.cross_entropy, distill)
 
     def dense_step():
         j = state["j"] = state["j"] + 1
         models = dense_models[j]
-        for m in models:
-            for p in m.parameters():
-                p.grad = None
+        for p in dense_params[j]:  # listed once, as the supernet's are
+            p.grad = None
         out = models[0](x)
         F.cross_entropy(out, y).backward()
         teacher = out.detach()

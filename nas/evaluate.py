@@ -94,16 +94,17 @@ def evaluate(
     home = net.device
     target = torch.device(device) if device is not None else home
     results: list[Evaluation] = []
-    with preserved(net):
+    norms = norm_layers(net)
+    with preserved(net, norms):
         if target != home:
             net.to(target)
         try:
-            if scoring:
+            if scoring:  # everything that does not depend on the config, once for all configs
                 data = resolve(net, data)
                 loss_fn = default_loss(data, loss)
                 batches = data.val_batches(batch_size, target, split)
-                norms = norm_layers(net)
                 calibration = data.calibration_inputs(calibration_batches, batch_size, seed, target) if norms else []
+            in_eval = False  # whether every module is in eval mode now (recalibrate leaves it so)
             for config in configs:
                 start = time.perf_counter()
                 out: dict[str, float] = {}
@@ -113,13 +114,16 @@ def evaluate(
                         with net.activate(config):
                             if norms and calibration:
                                 recalibrate(net, calibration, norms)
-                            net.eval()
+                            elif not in_eval:
+                                net.eval()
+                            in_eval = True
                             scores = score(net, batches, loss_fn, data.classification)
                         out.update({k: v for k, v in scores.items() if k in metrics})
                     if "params" in metrics or "macs" in metrics:
                         out.update({k: v for k, v in net.cost(config).items() if k in metrics})
                     if latency == "measured":
                         out["latency_ms"] = measure_latency(net, config, batch_size=latency_batch_size, device=target)
+                        in_eval = False
                     elif table is not None:
                         out["latency_ms"] = float(table.predict(config))
                     bad_metric = next((k for k, v in out.items() if not math.isfinite(v)), None)
@@ -127,6 +131,7 @@ def evaluate(
                         raise FloatingPointError(f"metric {bad_metric!r} is not finite ({out[bad_metric]})")
                     results.append(Evaluation(dict(config), out, "ok", None, time.perf_counter() - start))
                 except Exception as err:  # a failing config is recorded, never a crash
+                    in_eval = False
                     results.append(Evaluation(_as_dict(config), out, "failed", f"{type(err).__name__}: {err}", time.perf_counter() - start))
         finally:
             if target != home:
@@ -218,11 +223,11 @@ def recalibrate(net: nn.Module, inputs: Sequence[torch.Tensor], norms: Sequence[
 
 
 @contextmanager
-def preserved(net: nn.Module):
-    """Restore train/eval modes and running statistics of `net` on exit."""
+def preserved(net: nn.Module, norms: Sequence[nn.Module] | None = None):
+    """Restore train/eval modes and running statistics of `net` on exit (`norms`: its `norm_layers`, when known)."""
     modes = [(m, m.training) for m in net.modules()]
     saved = []
-    for m in norm_layers(net):
+    for m in norm_layers(net) if norms is None else norms:
         tracked = getattr(m, "num_batches_tracked", None)
         saved.append((m, m.momentum, m.running_mean.clone(), m.running_var.clone(), tracked.clone() if isinstance(tracked, torch.Tensor) else None))
     try:

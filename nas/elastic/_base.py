@@ -141,13 +141,21 @@ def crop(t: torch.Tensor, sizes: Sequence[int], starts: Sequence[int] | None = N
     """
     n = len(sizes)
     shape = t.shape
-    starts = (0,) * n if starts is None else starts
-    if all(size == full and s == 0 for s, size, full in zip(starts, sizes, shape)):
-        return t
-    if any(s < 0 or s + size > full for s, size, full in zip(starts, sizes, shape)) or n > t.dim():
-        return t[tuple(slice(s, s + size) for s, size in zip(starts, sizes))]  # out of range: plain indexing's clamping and errors
+    if n > len(shape):
+        return t[tuple(slice(0, size) for size in sizes)]  # plain indexing's error
     stride = t.stride()
-    offset = t.storage_offset() + sum(s * st for s, st in zip(starts, stride))
+    offset, whole = t.storage_offset(), True
+    for k in range(n):
+        s, size, full = (0 if starts is None else starts[k]), sizes[k], shape[k]
+        if s < 0 or s + size > full:  # out of range: plain indexing's clamping and errors
+            return t[tuple(slice(s, s + size) for s, size in zip(starts or (0,) * n, sizes))]
+        if size != full:
+            whole = False
+        if s:
+            offset += s * stride[k]
+            whole = False
+    if whole:
+        return t
     return t.as_strided((*sizes, *shape[n:]), stride, offset)
 
 

@@ -179,20 +179,29 @@ class ElasticLowRankLinear(ElasticModule):
         bias = self.bias if self.bias is None or o == self.out_features else self.bias[:o]
         return self.U[:o, :r] @ self.V[:r, :i], bias
 
+    def _inference(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """What extraction builds: ``(U V, None, bias)`` when the rank is not worth factoring, else ``(V, U, bias)`` slices."""
+        weight, bias = self._merged(i)
+        if weight is not None:
+            return weight, None, bias
+        return self._slices(i)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         i = x.shape[-1]
-        if not torch.is_grad_enabled():  # inference runs what extraction builds: one product when it is cheaper
-            key = ("merged", i, self.cutoff, self.U._version, self.V._version)
-            weight, bias = self._cached(key, lambda: self._merged(i))
-            if weight is not None:
-                return F.linear(x, weight, bias)
-        else:  # training: one fused node when a factor is sliced
+        if torch.is_grad_enabled():  # training: one fused node when a factor is sliced
             r, o = self.active_rank(i), self._resolve(self.out, self.out_features, i)
             if (r, o, i) == (self.max_rank, self.out_features, self.in_features):
                 return F.linear(F.linear(x, self.V), self.U, self.bias)
             return sliced_low_rank(x, self.V, self.U, self.bias, r, i, o)
-        v, u, bias = self._cached((i, self.cutoff), lambda: self._slices(i))
-        return F.linear(F.linear(x, v), u, bias)
+        # inference runs what extraction builds (one product when it is cheaper), cached per weight version
+        key = (i, self.cutoff, self.U._version, self.V._version)
+        views = self._views.get(key)
+        if views is None:
+            views = self._views[key] = self._inference(i)
+        first, second, bias = views
+        if second is None:
+            return F.linear(x, first, bias)
+        return F.linear(F.linear(x, first), second, bias)
 
     def _sizes(self, inputs) -> tuple[int, int, int, bool]:
         i = inputs[0].shape[-1]
