@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.elastic._base import ElasticModule, Size, check_size
-from nas.elastic._fused import gathered
 from nas.layers import Attention
 
 
@@ -62,11 +61,6 @@ class ElasticMultiheadAttention(ElasticModule):
         H, D, E = self.max_heads, self.max_head_dim, self.embed_dim
         if (h, d, e) == (H, D, E):
             return self.qkv_weight, self.qkv_bias, self.proj_weight, self.proj_bias
-        tensors = (self.qkv_weight, self.qkv_bias, self.proj_weight, self.proj_bias)
-        if torch.is_grad_enabled() and all(t.is_contiguous() for t in tensors):  # training: one node adding the heads' gradients in place
-            blocks = (((3, h, d, e), (H * D * E, D * E, E, 1), 0, (3 * h * d, e)), ((3, h, d), (H * D, D, 1), 0, (3 * h * d,)),
-                      ((e, h, d), (H * D, D, 1), 0, (e, h * d)), ((e,), (1,), 0, (e,)))
-            return gathered(blocks, *tensors)
         # one strided view per tensor (one autograd node each), copied into the dense layout
         qkv_w = _strided(self.qkv_weight, (3, h, d, e), (H * D * E, D * E, E, 1)).reshape(3 * h * d, e)
         qkv_b = _strided(self.qkv_bias, (3, h, d), (H * D, D, 1)).reshape(3 * h * d)

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.elastic._base import ElasticModule, Rule, Size, check_size, crop
-from nas.elastic._fused import cropped
 from nas.space import Choice
 
 
@@ -81,10 +80,7 @@ class ElasticConvNd(ElasticModule):
 
     def _weight(self, c_in: int, o: int, k: int) -> torch.Tensor:
         start = (self.kernel_size - k) // 2
-        sizes, starts = (o, 1 if self.depthwise else c_in) + (k,) * self.dims, (0, 0) + (start,) * self.dims
-        if torch.is_grad_enabled():  # training: a contiguous copy whose gradient is added into place
-            return cropped(self.weight, sizes, starts)
-        w = crop(self.weight, sizes, starts)
+        w = crop(self.weight, (o, 1 if self.depthwise else c_in) + (k,) * self.dims, (0, 0) + (start,) * self.dims)
         # Strided conv weights hit a very slow CPU path; a transient dense copy is far cheaper.
         return w if w.is_contiguous() else w.contiguous()
 

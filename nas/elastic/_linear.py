@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.elastic._base import ElasticModule, Rule, Size, check_size, crop
-from nas.elastic._fused import sliced_linear, sliced_low_rank
 from nas.space import Choice, Value
 
 
@@ -52,12 +51,7 @@ class ElasticLinear(ElasticModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         i = x.shape[-1]
-        if torch.is_grad_enabled():  # training: one fused node when the weight is sliced
-            o = self._resolve(self.out, self.out_features, i)
-            if o == self.out_features and i == self.in_features:
-                return F.linear(x, self.weight, self.bias)
-            return sliced_linear(x, self.weight, self.bias, o, i)
-        weight, bias = self._cached(i, lambda: self._slices(i))
+        weight, bias = self._slices(i) if torch.is_grad_enabled() else self._cached(i, lambda: self._slices(i))
         return F.linear(x, weight, bias)
 
     def _cost(self, inputs, output):
@@ -188,11 +182,9 @@ class ElasticLowRankLinear(ElasticModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         i = x.shape[-1]
-        if torch.is_grad_enabled():  # training: one fused node when a factor is sliced
-            r, o = self.active_rank(i), self._resolve(self.out, self.out_features, i)
-            if (r, o, i) == (self.max_rank, self.out_features, self.in_features):
-                return F.linear(F.linear(x, self.V), self.U, self.bias)
-            return sliced_low_rank(x, self.V, self.U, self.bias, r, i, o)
+        if torch.is_grad_enabled():  # training: the two sliced factors
+            v, u, bias = self._slices(i)
+            return F.linear(F.linear(x, v), u, bias)
         # inference runs what extraction builds (one product when it is cheaper), cached per weight version
         key = (i, self.cutoff, self.U._version, self.V._version)
         views = self._views.get(key)

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.elastic._base import ElasticModule, Size, check_size, crop
-from nas.elastic._fused import cropped
 from nas.space import Choice
 
 _CONV = {1: F.conv1d, 2: F.conv2d}
@@ -90,16 +89,12 @@ class SlicedConv(ElasticModule):
     def _slices(self, c_in: int) -> tuple[torch.Tensor, torch.Tensor | None, tuple, int]:
         o, k = self._sizes(c_in)
         start = (self.full_kernel - k) // 2
-        sizes, starts = (o, 1 if self.depthwise else c_in) + (k,) * self.dims, (0, 0) + (start,) * self.dims
+        w = crop(self.weight, (o, 1 if self.depthwise else c_in) + (k,) * self.dims, (0, 0) + (start,) * self.dims)
         padding = self.padding
         if k != self.full_kernel:
             padding = tuple(d * (k - 1) // 2 for d in self.dilation)
-        if torch.is_grad_enabled():
-            w = cropped(self.weight, sizes, starts)  # training: a contiguous copy whose gradient is added into place
-        else:
-            w = crop(self.weight, sizes, starts)
-            if not w.is_contiguous():  # strided conv weights hit a very slow CPU path
-                w = w.contiguous()
+        if not w.is_contiguous():  # strided conv weights hit a very slow CPU path
+            w = w.contiguous()
         bias = self.bias if self.bias is None or o == self.out_channels else self.bias[:o]
         return w, bias, padding, (c_in if self.depthwise else 1)
 
