@@ -171,7 +171,7 @@ class ElasticLowRankLinear(ElasticModule):
         if r * (i + o) < i * o:
             return None, None
         bias = self.bias if self.bias is None or o == self.out_features else self.bias[:o]
-        return self.U[:o, :r] @ self.V[:r, :i], bias
+        return crop(self.U, (o, r)) @ crop(self.V, (r, i)), bias
 
     def _inference(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """What extraction builds: ``(U V, None, bias)`` when the rank is not worth factoring, else ``(V, U, bias)`` slices."""
@@ -182,7 +182,10 @@ class ElasticLowRankLinear(ElasticModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         i = x.shape[-1]
-        if torch.is_grad_enabled():  # training: the two sliced factors
+        if torch.is_grad_enabled():  # training runs what extraction builds too: the merged product when it is cheaper
+            weight, bias = self._merged(i)
+            if weight is not None:
+                return F.linear(x, weight, bias)
             v, u, bias = self._slices(i)
             return F.linear(F.linear(x, v), u, bias)
         # inference runs what extraction builds (one product when it is cheaper), cached per weight version
