@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,7 +105,7 @@ class Supernet(nn.Module):
             mixture.bind(copy)
         for module in self._configurable:
             module._configure(config)
-        self._config = config
+        self.__dict__["_config"] = config  # a plain attribute: no nn.Module.__setattr__ per switch
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """As `nn.Module.load_state_dict`; the state of a mixture-trained supernet (``mixture.*``
@@ -142,17 +141,10 @@ class Supernet(nn.Module):
                 out[name] = values[0]
         return out
 
-    @contextmanager
-    def activate(self, config: Mapping[str, Any]) -> Iterator[Supernet]:
+    def activate(self, config: Mapping[str, Any]) -> _Activation:
         """Run `config`'s subnet inside the block (equivalent configs run the same one, see `canonical`);
         the previous subnet is restored on exit."""
-        config = self._checked(config)
-        previous = self._config
-        self._configure(config)
-        try:
-            yield self
-        finally:
-            self._configure(previous)
+        return _Activation(self, self._checked(config))
 
     def _checked(self, config: Mapping[str, Any]) -> Config:
         """`config` validated and canonical, memoised by its items (a switch re-checks nothing it has seen)."""
@@ -278,6 +270,24 @@ class Supernet(nn.Module):
         with self.activate(config):
             dense = densify(self.body).to(device=param.device, dtype=param.dtype)
         return dense
+
+
+class _Activation:
+    """The context `Supernet.activate` returns: `config`'s subnet inside, the previous one restored on exit."""
+
+    __slots__ = ("net", "config", "previous")
+
+    def __init__(self, net: Supernet, config: Config):
+        self.net, self.config, self.previous = net, config, None
+
+    def __enter__(self) -> Supernet:
+        net = self.net
+        self.previous = net._config
+        net._configure(self.config)
+        return net
+
+    def __exit__(self, *exc) -> None:
+        self.net._configure(self.previous)
 
 
 def _replace_elastic(module: nn.Module, densify, memo: dict[int, Any]) -> None:

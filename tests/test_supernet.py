@@ -76,6 +76,25 @@ def test_activate_restores_previous_subnet_even_on_error(net):
     assert net.config == before == net.largest()
 
 
+def test_nested_activations_restore_each_previous_subnet_and_its_outputs(net):
+    x = net.example_input(2)
+    if net.input_dtype != torch.long:
+        x = torch.randn_like(x)
+    net.eval()
+    small, other = net.smallest(), net.sample(np.random.default_rng(7))
+    with torch.no_grad():
+        with net.activate(small):
+            want = net(x)
+        with net.activate(small):
+            entered = net.config
+            with net.activate(other):
+                assert net.config != entered or net.canonical(other) == entered
+            assert net.config == entered
+            got = net(x)
+    assert net.config == net.largest()
+    assert torch.equal(got, want)
+
+
 def test_activate_rejects_bad_config_before_running(net):
     with pytest.raises(InvalidConfig, match="unknown dimension"):
         with net.activate({**net.largest(), "nope": 1}):
