@@ -165,35 +165,24 @@ class ElasticLowRankLinear(ElasticModule):
         bias = self.bias if self.bias is None or o == self.out_features else self.bias[:o]
         return crop(self.V, (r, i)), crop(self.U, (o, r)), bias
 
-    def _merged(self, i: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """``(U V, bias)`` as the extracted layer holds it when the rank is not worth factoring, else ``(None, None)``."""
-        r, o = self.active_rank(i), self._resolve(self.out, self.out_features, i)
-        if r * (i + o) < i * o:
-            return None, None
-        bias = self.bias if self.bias is None or o == self.out_features else self.bias[:o]
-        return crop(self.U, (o, r)) @ crop(self.V, (r, i)), bias
-
     def _inference(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """What extraction builds: ``(U V, None, bias)`` when the rank is not worth factoring, else ``(V, U, bias)`` slices."""
-        weight, bias = self._merged(i)
-        if weight is not None:
-            return weight, None, bias
-        return self._slices(i)
+        r, o = self.active_rank(i), self._resolve(self.out, self.out_features, i)
+        bias = self.bias if self.bias is None or o == self.out_features else self.bias[:o]
+        if r * (i + o) < i * o:
+            return crop(self.V, (r, i)), crop(self.U, (o, r)), bias
+        return crop(self.U, (o, r)) @ crop(self.V, (r, i)), None, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         i = x.shape[-1]
         if torch.is_grad_enabled():  # training runs what extraction builds too: the merged product when it is cheaper
-            weight, bias = self._merged(i)
-            if weight is not None:
-                return F.linear(x, weight, bias)
-            v, u, bias = self._slices(i)
-            return F.linear(F.linear(x, v), u, bias)
-        # inference runs what extraction builds (one product when it is cheaper), cached per weight version
-        key = (i, self.cutoff, self.U._version, self.V._version)
-        views = self._views.get(key)
-        if views is None:
-            views = self._views[key] = self._inference(i)
-        first, second, bias = views
+            first, second, bias = self._inference(i)
+        else:  # cached per weight version
+            key = (i, self.cutoff, self.U._version, self.V._version)
+            views = self._views.get(key)
+            if views is None:
+                views = self._views[key] = self._inference(i)
+            first, second, bias = views
         if second is None:
             return F.linear(x, first, bias)
         return F.linear(F.linear(x, first), second, bias)
