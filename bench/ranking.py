@@ -128,10 +128,11 @@ def _job(job: tuple) -> tuple:
             os.replace(tmp, stored)
         return kind, family, key, accuracy, seconds
     strategy = payload["strategy"]
+    recipe = {**recipe, **payload.get("overrides", {})}  # the supernet's own epochs, lr, ... (never the scratch runs')
     if payload.get("default"):  # the family's own recipe: nothing but the data (and the seed)
         train_supernet(net, split, seed=seed, progress=False, **recipe)
     else:
-        if isinstance(strategy, tuple):  # (name, args)
+        if isinstance(strategy, (tuple, list)):  # (name, args)
             strategy = get_strategy(strategy[0], **strategy[1])
         train_supernet(net, split, strategy=strategy, distill=payload["distill"], seed=seed, progress=False, **recipe)
     seconds = time.process_time() - began
@@ -246,7 +247,8 @@ MNIST1D_VARIANTS = [
 
 def _variants(args, net, low_rank: bool) -> list[tuple]:
     if args.data == "mnist1d":
-        chosen = MNIST1D_VARIANTS if not args.strategies else [v for v in MNIST1D_VARIANTS if v[0] in args.strategies.split(",")]
+        known = MNIST1D_VARIANTS + [tuple(v) for v in json.loads(args.extra or "[]")]
+        chosen = known if not args.strategies else [v for v in known if v[0] in args.strategies.split(",")]
         return [v for v in chosen if v[1] != "ordered_dropout" or low_rank]
     strategies = [s for s in STRATEGIES if s[1] != "ordered_dropout" or low_rank]
     if args.strategies:
@@ -290,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="print per-subnet accuracies")
     parser.add_argument("--calibrations", default="4", help="BatchNorm recalibration batches per subnet; several (4,16): "
                         "each trained supernet is also scored with the others (rows 'label @ N BN batches')")
+    parser.add_argument("--extra", default="", help='MNIST-1D: more variants, a JSON list of [label, strategy or [name, args] or null '
+                        '(the family default), distill, {supernet-only overrides: epochs, lr, weight_decay, grad_clip, batch_size}]')
     parser.add_argument("--cache", default="", help="a folder caching from-scratch results across runs (default: none)")
     args = parser.parse_args(argv)
 
@@ -311,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         low_rank = any(hasattr(m, "cutoff") for m in net.modules())
         strategies = _variants(args, net, low_rank)
         plans[family] = dict(recipe=recipe, seeds=seeds, configs=configs, strategies=strategies, net=net)
-        for label, strategy, distill in strategies:
-            payload = dict(strategy=strategy, distill=distill, configs=configs, calibrations=calibrations)
+        for label, strategy, distill, *more in strategies:
+            payload = dict(strategy=strategy, distill=distill, configs=configs, calibrations=calibrations, overrides=more[0] if more else {})
             if strategy is None:  # the family's default: only the data (and, in quick mode, the shorter schedule)
                 jobs.append(("supernet", family, label, dict(payload, default=True), recipe if args.quick or args.epochs or args.lr else {}, args.seed, args.data))
             else:
@@ -346,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{family}] params: {params}")
             print(f"[{family}] from scratch (mean of {seeds} seeds): {np.round(truth * 100, 1).tolist()}")
         taus = {}
-        for label, _, _ in plan["strategies"]:
+        for label, *_ in plan["strategies"]:
             by_batches, seconds = results[("supernet", family, label)]
             for batches, inherited in by_batches.items():
                 name = label if batches == calibrations[0] else f"{label} @ {batches} BN batches"
