@@ -40,6 +40,23 @@ printed beside each tau.
     # (--families mlp --strategies default,"mixture(k=2)"): 0.929 (default; noise ceiling 0.929)
     # and 0.786 (mixture K=2, though its largest subnet matched scratch: 61.1 vs 60.9); --lr 0.01
     # (supernet and scratch): 0.643, largest 54.2 vs 63.6.
+    python bench/ranking.py --data mnist1d --families mlp --scratch-seeds 5 --cache DIR \
+        --strategies default,s2kl_e60 --extra '[["s2kl_e60", ["sandwich", {"n": 2}], "kl", {"epochs": 60}]]'
+    # --extra: variants as JSON [label, strategy or [name, args] or null (the family default),
+    # distill, {supernet-only epochs, lr, batch_size, weight_decay, seed}]; the scratch runs keep
+    # the family recipe, so a cached sweep costs only the supernets. Sweep of issue 16's levers
+    # (mlp: 16 subnets, 5 seeds, noise ceiling 0.728; cnn1d: --quick, ceiling 0.741), none beat
+    # the family defaults on tau, gaps and time together:
+    #   mlp default (sandwich n=4 + KL, 40 epochs, lr 3e-3): tau 0.762 / 0.850 / 0.695 / 0.750 over
+    #   supernet seeds 0-3 (so tau moves ~0.06 with the seed alone), worst gap ~13 points, largest
+    #   ~56-59 vs 60.8, smallest ~36 vs 35.9, time ratio 0.34-0.43. n=2: tau 0.733 / 0.717 /
+    #   0.533 / 0.567 (ratio 0.26-0.30, largest 58.9-61.4); n=3 0.750; no KD 0.527; alpha 0.633;
+    #   FairNAS 0.650; Starbucks ladder 0.117; ordered dropout n=2 / 4: 0.417 / 0.350; 60 epochs
+    #   0.767 (worst gap 9.9, ratio 0.356); supernet lr 6e-3 0.600 (worst gap 8.2); batch 128 at
+    #   40 / 60 epochs 0.800 (largest 46.2) / 0.728; weight decay 0: 0.594.
+    #   cnn1d default (sandwich n=2, no KD, 1,500 steps): 0.473; KD (KL) 0.255 (largest 93.0 vs
+    #   98.6); FairNAS 0.593 but largest / smallest 94.7 / 91.8 vs 98.6 / 96.5; 45 epochs 0.327
+    #   (worst gap 3.1, 2.9 with 32 BN batches; ratio +18%); n=1 at 40 epochs 0.182.
 """
 
 from __future__ import annotations
@@ -128,10 +145,12 @@ def _job(job: tuple) -> tuple:
             os.replace(tmp, stored)
         return kind, family, key, accuracy, seconds
     strategy = payload["strategy"]
+    recipe = {**recipe, **payload.get("overrides", {})}  # the supernet's own epochs, lr, ... (never the scratch runs')
+    seed = recipe.pop("seed", seed)  # a supernet seed of its own: how much the figures vary with the seed alone
     if payload.get("default"):  # the family's own recipe: nothing but the data (and the seed)
         train_supernet(net, split, seed=seed, progress=False, **recipe)
     else:
-        if isinstance(strategy, tuple):  # (name, args)
+        if isinstance(strategy, (tuple, list)):  # (name, args)
             strategy = get_strategy(strategy[0], **strategy[1])
         train_supernet(net, split, strategy=strategy, distill=payload["distill"], seed=seed, progress=False, **recipe)
     seconds = time.process_time() - began
@@ -246,7 +265,8 @@ MNIST1D_VARIANTS = [
 
 def _variants(args, net, low_rank: bool) -> list[tuple]:
     if args.data == "mnist1d":
-        chosen = MNIST1D_VARIANTS if not args.strategies else [v for v in MNIST1D_VARIANTS if v[0] in args.strategies.split(",")]
+        known = MNIST1D_VARIANTS + [tuple(v) for v in json.loads(args.extra or "[]")]
+        chosen = known if not args.strategies else [v for v in known if v[0] in args.strategies.split(",")]
         return [v for v in chosen if v[1] != "ordered_dropout" or low_rank]
     strategies = [s for s in STRATEGIES if s[1] != "ordered_dropout" or low_rank]
     if args.strategies:
@@ -290,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="print per-subnet accuracies")
     parser.add_argument("--calibrations", default="4", help="BatchNorm recalibration batches per subnet; several (4,16): "
                         "each trained supernet is also scored with the others (rows 'label @ N BN batches')")
+    parser.add_argument("--extra", default="", help='MNIST-1D: more variants, a JSON list of [label, strategy or [name, args] or null '
+                        '(the family default), distill, {supernet-only overrides: epochs, lr, weight_decay, grad_clip, batch_size, seed}]')
     parser.add_argument("--cache", default="", help="a folder caching from-scratch results across runs (default: none)")
     args = parser.parse_args(argv)
 
@@ -311,8 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         low_rank = any(hasattr(m, "cutoff") for m in net.modules())
         strategies = _variants(args, net, low_rank)
         plans[family] = dict(recipe=recipe, seeds=seeds, configs=configs, strategies=strategies, net=net)
-        for label, strategy, distill in strategies:
-            payload = dict(strategy=strategy, distill=distill, configs=configs, calibrations=calibrations)
+        for label, strategy, distill, *more in strategies:
+            payload = dict(strategy=strategy, distill=distill, configs=configs, calibrations=calibrations, overrides=more[0] if more else {})
             if strategy is None:  # the family's default: only the data (and, in quick mode, the shorter schedule)
                 jobs.append(("supernet", family, label, dict(payload, default=True), recipe if args.quick or args.epochs or args.lr else {}, args.seed, args.data))
             else:
@@ -346,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{family}] params: {params}")
             print(f"[{family}] from scratch (mean of {seeds} seeds): {np.round(truth * 100, 1).tolist()}")
         taus = {}
-        for label, _, _ in plan["strategies"]:
+        for label, *_ in plan["strategies"]:
             by_batches, seconds = results[("supernet", family, label)]
             for batches, inherited in by_batches.items():
                 name = label if batches == calibrations[0] else f"{label} @ {batches} BN batches"
