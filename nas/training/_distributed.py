@@ -101,19 +101,26 @@ class Replica(Supervised):
         value = self.forward_backward(x, y) if len(x) else 0.0
         params = self.params
         device = params[0].device
-        parts = [(p.grad.reshape(-1).float() * self.share) if p.grad is not None else torch.zeros(p.numel(), device=device) for p in params]
-        flags = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
-        flat = torch.cat([*parts, flags, torch.tensor([value * self.share], dtype=torch.float32, device=device)])
+        used = [p.grad is not None for p in params]
+        # one flat buffer: the gradients (zeros for unused parameters) and the loss, weighted
+        # by this shard's share of the batch in one multiply, then a used flag per parameter
+        flat = torch.cat([*(p.grad.reshape(-1).float() if u else torch.zeros(p.numel(), device=device) for p, u in zip(params, used)),
+                          torch.tensor([value, *map(float, used)], dtype=torch.float32, device=device)])
+        flat[: -len(params)].mul_(self.share)
         dist.all_reduce(flat)  # the one collective of the step
         offset = 0
-        for p, used in zip(params, flat[-1 - len(params):-1].tolist()):
+        for p, reduced in zip(params, flat[-len(params):].tolist()):
             n = p.numel()
-            p.grad = flat[offset:offset + n].view_as(p).to(p.dtype).clone() if used > 0 else None
+            if reduced > 0:  # a view of the reduced buffer (DDP's gradient_as_bucket_view); zero_grad drops it
+                grad = flat[offset:offset + n].view_as(p)
+                p.grad = grad if grad.dtype == p.dtype else grad.to(p.dtype)
+            else:
+                p.grad = None
             offset += n
         if self.grad_clip is not None:
             nn.utils.clip_grad_norm_(params, self.grad_clip)
         opt.step()
-        return float(flat[-1])
+        return float(flat[-1 - len(params)])
 
     def end_epoch(self, epoch: int, loss: float) -> dict[str, Any]:
         if self.validates:
