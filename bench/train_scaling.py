@@ -4,7 +4,9 @@ Trains the same supernet with the same recipe and seed three ways, in the same r
 process (`backend="local"`), on 1 Ray Train worker and on N (default 2), all on one private
 loopback Ray. Prints, per way, the training time of the epochs (the sum of the per-epoch
 ``seconds`` of the history: the epochs themselves, validation on worker 0 included), the
-wall-clock of the whole call (worker start-up included), and the largest and smallest
+wall-clock of the whole call (worker start-up included), for Ray worker 0's CPU time on the
+epochs' steps (the records' ``cpu_seconds``: its ratio, 1 worker over N, is about the
+speed-up on N idle cores, and hardly depends on the load), and the largest and smallest
 subnets' validation accuracy (``--repeat R``: each Ray side R times, alternating, and the
 fastest run of each counts). Then the speed-up of N workers over 1 (epochs, and wall-clock)
 beside the 1.6x target, and the accuracy gaps to single-process training beside the
@@ -22,10 +24,12 @@ grows with the batch. Each step also has work every worker repeats in full: the 
 several subnet passes (Python and dispatch costs of every op, whatever the batch), the
 optimizer step over all weights and the gradient all-reduce. On a small net and batch (mlp
 width 128, batch 128 on digits: about 5 ms of CPU a step, the same with half the batch) two
-workers are no faster than one. At width 1024 and batch 256 (the default) a step costs about
-69 ms of CPU on one worker and 42 ms on each of two (measured with `time.thread_time` in
-each worker, so a loaded machine does not skew it): at most about 1.6x on two idle cores;
-about 9 ms of each step is the optimizer over all weights, which every worker repeats.
+workers are no faster than one. At width 1024 and batch 256 (the default) the training
+thread of a step costs about 69 ms of CPU on one worker and 42 ms on each of two (measured
+with `time.thread_time` in each worker): at most about 1.6x on two idle cores; about 9 ms
+of each step is the optimizer over all weights, which every worker repeats, and the
+all-reduce of the gradients (10 MB a step at this width) costs CPU in gloo's threads and
+the kernel besides, which the workers' whole-process ``cpu_seconds`` include.
 
     python bench/train_scaling.py                       # mlp width 1024 on digits, batch 256, 2 workers
     python bench/train_scaling.py --width 128 --batch-size 128 --lr 0.01    # overhead-bound: no speed-up
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
 import sys
 import time
@@ -64,8 +69,10 @@ def _train(label: str, net, data, recipe: dict, **kwargs) -> dict:
     history = nas.train_supernet(net, data, progress=False, **recipe, **kwargs)
     wall = time.perf_counter() - start
     row = {"way": label, "epochs_s": sum(h["seconds"] for h in history), "wall_s": wall,
+           "cpu_s": sum(h.get("cpu_seconds", math.nan) for h in history),  # worker 0's CPU on the steps (Ray only)
            "largest": history[-1]["largest_accuracy"], "smallest": history[-1]["smallest_accuracy"]}
-    print(f"{label:<22} epochs {row['epochs_s']:7.2f} s   wall {wall:7.2f} s   "
+    cpu = f"   worker 0 CPU {row['cpu_s']:6.2f} s" if math.isfinite(row["cpu_s"]) else " " * 26
+    print(f"{label:<22} epochs {row['epochs_s']:7.2f} s   wall {wall:7.2f} s{cpu}   "
           f"largest {row['largest']:.4f}   smallest {row['smallest']:.4f}", flush=True)
     return row
 
@@ -123,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     gaps = {w: abs(many[w] - alone[w]) for w in ("largest", "smallest")}
     print(f"\nspeed-up {args.workers} vs 1 worker: epochs {speed_up:.2f}x (target >= {SPEED_UP_TARGET}x), "
           f"wall-clock with start-up {wall_up:.2f}x")
+    print(f"CPU per worker, {args.workers} vs 1: {one['cpu_s'] / many['cpu_s']:.2f}x less (worker 0's CPU time on the steps: "
+          f"about the speed-up on {args.workers} idle cores, whatever the load now)")
     print(f"accuracy vs 1 process: largest {gaps['largest'] * 100:.2f} points, smallest {gaps['smallest'] * 100:.2f} points "
           f"(target <= {ACCURACY_TARGET * 100:.1f})")
     missed = speed_up < SPEED_UP_TARGET or max(gaps.values()) > ACCURACY_TARGET
