@@ -4,22 +4,42 @@ Trains the same supernet with the same recipe and seed three ways, in the same r
 process (`backend="local"`), on 1 Ray Train worker and on N (default 2), all on one private
 loopback Ray. Prints, per way, the training time of the epochs (the sum of the per-epoch
 ``seconds`` of the history: the epochs themselves, validation on worker 0 included), the
-wall-clock of the whole call (worker start-up included), and the largest and smallest
-subnets' validation accuracy. Then the speed-up of N workers over 1 (epochs, and wall-clock)
+wall-clock of the whole call (worker start-up included), for Ray worker 0's CPU time on the
+epochs' steps (the records' ``cpu_seconds``: its ratio, 1 worker over N, is about the
+speed-up on N idle cores, and hardly depends on the load), and the largest and smallest
+subnets' validation accuracy (``--repeat R``: each Ray side R times, alternating, and the
+fastest run of each counts). Then the speed-up of N workers over 1 (epochs, and wall-clock)
 beside the 1.6x target, and the accuracy gaps to single-process training beside the
 0.5-point target. With CUDA present, a GPU section trains in this process on CUDA in fp32 and
 bf16 and prints the same figures. `--check` exits 1 when a target is missed.
 
-The speed-up needs as many idle cores as workers; on a shared machine it says little.
+Threads: the single-process baseline runs on one torch thread, and each Ray worker on
+``--cpus-per-worker`` CPUs and as many torch threads (`torch.set_num_threads` in the worker),
+so 1 worker and 1 process use the same; the bench prints both, and the machine's load
+(`os.getloadavg`) at its start and end: the speed-up needs as many idle cores as workers, and
+on a loaded machine it says little (check `uptime` first).
 
-    python bench/train_scaling.py                       # mlp on digits, 2 workers
-    python bench/train_scaling.py --epochs 4 --width 256 --batch-size 256
+Why the default workload is wide and large-batch: data parallelism divides only the work that
+grows with the batch. Each step also has work every worker repeats in full: the strategy's
+several subnet passes (Python and dispatch costs of every op, whatever the batch), the
+optimizer step over all weights and the gradient all-reduce. On a small net and batch (mlp
+width 128, batch 128 on digits: about 5 ms of CPU a step, the same with half the batch) two
+workers are no faster than one. At width 1024 and batch 256 (the default) the training
+thread of a step costs about 69 ms of CPU on one worker and 42 ms on each of two (measured
+with `time.thread_time` in each worker): at most about 1.6x on two idle cores; about 9 ms
+of each step is the optimizer over all weights, which every worker repeats, and the
+all-reduce of the gradients (10 MB a step at this width) costs CPU in gloo's threads and
+the kernel besides, which the workers' whole-process ``cpu_seconds`` include.
+
+    python bench/train_scaling.py                       # mlp width 1024 on digits, batch 256, 2 workers
+    python bench/train_scaling.py --width 128 --batch-size 128 --lr 0.01    # overhead-bound: no speed-up
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
 import sys
 import time
@@ -39,9 +59,9 @@ SPEED_UP_TARGET = 1.6
 ACCURACY_TARGET = 0.005  # 0.5 points
 
 
-def _net(width: int, seed: int) -> MLP:
+def _net(width: int, seed: int, in_features: int) -> MLP:
     torch.manual_seed(seed)
-    return MLP(depths=(1, 2, 3), widths=(width // 4, width // 2, width), ranks=(width // 8, width // 4))
+    return MLP(in_features=in_features, depths=(1, 2, 3), widths=(width // 4, width // 2, width), ranks=(width // 8, width // 4))
 
 
 def _train(label: str, net, data, recipe: dict, **kwargs) -> dict:
@@ -49,50 +69,69 @@ def _train(label: str, net, data, recipe: dict, **kwargs) -> dict:
     history = nas.train_supernet(net, data, progress=False, **recipe, **kwargs)
     wall = time.perf_counter() - start
     row = {"way": label, "epochs_s": sum(h["seconds"] for h in history), "wall_s": wall,
+           "cpu_s": sum(h.get("cpu_seconds", math.nan) for h in history),  # worker 0's CPU on the steps (Ray only)
            "largest": history[-1]["largest_accuracy"], "smallest": history[-1]["smallest_accuracy"]}
-    print(f"{label:<22} epochs {row['epochs_s']:7.2f} s   wall {wall:7.2f} s   "
+    cpu = f"   worker 0 CPU {row['cpu_s']:6.2f} s" if math.isfinite(row["cpu_s"]) else " " * 26
+    print(f"{label:<22} epochs {row['epochs_s']:7.2f} s   wall {wall:7.2f} s{cpu}   "
           f"largest {row['largest']:.4f}   smallest {row['smallest']:.4f}", flush=True)
     return row
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} (1 min), {five:.2f} (5 min), {fifteen:.2f} (15 min)"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", choices=("digits", "mnist1d"), default="digits")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--width", type=int, default=128, help="largest hidden width of the mlp supernet")
-    parser.add_argument("--batch-size", type=int, default=128, help="global batch (split over the workers)")
-    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs (and torch threads) of each Ray worker")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--width", type=int, default=1024, help="largest hidden width of the mlp supernet")
+    parser.add_argument("--batch-size", type=int, default=256, help="global batch (split over the workers)")
+    parser.add_argument("--lr", type=float, default=0.003)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each Ray side (alternating); the fastest of each counts")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.cpus_per_worker)  # the single-process baseline: as many threads as one worker
     data = digits("flat") if args.data == "digits" else mnist1d("flat")
     recipe = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed, "strategy": "sandwich"}
-    base = _net(args.width, args.seed)
-    print(f"mlp widths up to {args.width} on {args.data}, sandwich, {args.epochs} epochs, batch {args.batch_size}, "
-          f"seed {args.seed}; {os.cpu_count()} CPUs here, load {os.getloadavg()[0]:.1f}")
+    base = _net(args.width, args.seed, data.train[0][0].numel())
+    print(f"mlp widths up to {args.width} on {args.data}, sandwich, {args.epochs} epochs, batch {args.batch_size}, seed {args.seed}")
+    print(f"threads: 1 process {torch.get_num_threads()} torch thread(s); each Ray worker {args.cpus_per_worker} CPU(s) "
+          f"and {args.cpus_per_worker} torch thread(s)")
+    print(f"machine: {os.cpu_count()} CPUs, load average at start {_load()}", flush=True)
 
     import ray
 
-    from nas.backends._ray import _single_machine_mode
+    from nas.backends import single_machine_mode
 
-    _single_machine_mode()
+    single_machine_mode()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address="local", num_cpus=args.workers, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    ray.init(address="local", num_cpus=args.workers * args.cpus_per_worker, include_dashboard=False,
+             _node_ip_address="127.0.0.1", log_to_driver=False)
+    ray_kwargs = {"backend": "ray", "cpus_per_worker": args.cpus_per_worker}
     try:
         alone = _train("1 process (local)", copy.deepcopy(base), data, recipe)
-        one = _train("1 Ray worker", copy.deepcopy(base), data, recipe, backend="ray", workers=1)
-        many = _train(f"{args.workers} Ray workers", copy.deepcopy(base), data, recipe, backend="ray", workers=args.workers)
+        ones, manys = [], []
+        for _ in range(args.repeat):  # alternately, so that a burst of load hits both sides alike
+            ones.append(_train("1 Ray worker", copy.deepcopy(base), data, recipe, workers=1, **ray_kwargs))
+            manys.append(_train(f"{args.workers} Ray workers", copy.deepcopy(base), data, recipe, workers=args.workers, **ray_kwargs))
+        one, many = (min(rows, key=lambda r: r["epochs_s"]) for rows in (ones, manys))  # the least disturbed run of each
     finally:
         ray.shutdown()
+    print(f"machine: load average at end {_load()}")
 
     speed_up = one["epochs_s"] / many["epochs_s"]
     wall_up = one["wall_s"] / many["wall_s"]
     gaps = {w: abs(many[w] - alone[w]) for w in ("largest", "smallest")}
     print(f"\nspeed-up {args.workers} vs 1 worker: epochs {speed_up:.2f}x (target >= {SPEED_UP_TARGET}x), "
           f"wall-clock with start-up {wall_up:.2f}x")
+    print(f"CPU per worker, {args.workers} vs 1: {one['cpu_s'] / many['cpu_s']:.2f}x less (worker 0's CPU time on the steps: "
+          f"about the speed-up on {args.workers} idle cores, whatever the load now)")
     print(f"accuracy vs 1 process: largest {gaps['largest'] * 100:.2f} points, smallest {gaps['smallest'] * 100:.2f} points "
           f"(target <= {ACCURACY_TARGET * 100:.1f})")
     missed = speed_up < SPEED_UP_TARGET or max(gaps.values()) > ACCURACY_TARGET

@@ -47,6 +47,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,12 +80,21 @@ class Replica(Supervised):
         rank: this worker's index.
         world: the number of workers.
         validates: whether this worker validates after each epoch (worker 0).
+
+    An epoch's record adds ``cpu_seconds``: the CPU time this worker's process spent on the
+    epoch's steps (validation apart). Unlike wall-clock it hardly depends on the load of the
+    machine, so it tells what the workers cost even where they share cores with others.
     """
 
     def __init__(self, *args: Any, rank: int, world: int, validates: bool):
         super().__init__(*args)
         self.rank, self.world, self.validates = rank, world, validates
         self.share = 1.0
+        self._cpu = 0.0
+
+    def begin_epoch(self, epoch: int) -> None:
+        super().begin_epoch(epoch)
+        self._cpu = time.process_time()
 
     def batches(self, data: Data, batch_size: int, seed: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y in data.train_batches(batch_size, seed, "cpu"):
@@ -101,24 +111,32 @@ class Replica(Supervised):
         value = self.forward_backward(x, y) if len(x) else 0.0
         params = self.params
         device = params[0].device
-        parts = [(p.grad.reshape(-1).float() * self.share) if p.grad is not None else torch.zeros(p.numel(), device=device) for p in params]
-        flags = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
-        flat = torch.cat([*parts, flags, torch.tensor([value * self.share], dtype=torch.float32, device=device)])
+        used = [p.grad is not None for p in params]
+        # one flat buffer: the gradients (zeros for unused parameters) and the loss, weighted
+        # by this shard's share of the batch in one multiply, then a used flag per parameter
+        flat = torch.cat([*(p.grad.reshape(-1).float() if u else torch.zeros(p.numel(), device=device) for p, u in zip(params, used)),
+                          torch.tensor([value, *map(float, used)], dtype=torch.float32, device=device)])
+        flat[: -len(params)].mul_(self.share)
         dist.all_reduce(flat)  # the one collective of the step
         offset = 0
-        for p, used in zip(params, flat[-1 - len(params):-1].tolist()):
+        for p, reduced in zip(params, flat[-len(params):].tolist()):
             n = p.numel()
-            p.grad = flat[offset:offset + n].view_as(p).to(p.dtype).clone() if used > 0 else None
+            if reduced > 0:  # a view of the reduced buffer (DDP's gradient_as_bucket_view); zero_grad drops it
+                grad = flat[offset:offset + n].view_as(p)
+                p.grad = grad if grad.dtype == p.dtype else grad.to(p.dtype)
+            else:
+                p.grad = None
             offset += n
         if self.grad_clip is not None:
             nn.utils.clip_grad_norm_(params, self.grad_clip)
         opt.step()
-        return float(flat[-1])
+        return float(flat[-1 - len(params)])
 
     def end_epoch(self, epoch: int, loss: float) -> dict[str, Any]:
+        cpu = time.process_time() - self._cpu
         if self.validates:
-            return super().end_epoch(epoch, loss)
-        return {"loss": loss, "lr": self.optimizers["weights"].param_groups[0]["lr"]}
+            return {**super().end_epoch(epoch, loss), "cpu_seconds": cpu}
+        return {"loss": loss, "lr": self.optimizers["weights"].param_groups[0]["lr"], "cpu_seconds": cpu}
 
 
 def train_distributed(
@@ -164,13 +182,16 @@ def train_distributed(
     rundir = RunDir(run if run is not None else tempfile.mkdtemp(prefix="nas-train-"))
     try:
         with rundir.lock():  # held by this driver for the whole run: the workers write through it
+            start = 0  # the epoch training goes on from
             if resume and rundir.checkpoint.is_file():  # checked here, before any worker starts
                 state = read_checkpoint(rundir.checkpoint)
                 _check_resumable(state, {**plan.identity, **plan.recipe.record()}, rundir.checkpoint)
                 if int(state["epoch"]) >= plan.recipe.epochs:  # finished: nothing to redo, no Ray to start
                     net.load_state_dict(state["model"])
                     return list(state["history"])
-            state = _fit_on_ray(net, plan, rundir, resume, workers, use_gpu, address, cpus_per_worker, max_failures, progress)
+                start = int(state["epoch"])
+            state = _fit_on_ray(net, plan, rundir, resume, workers, use_gpu, address, cpus_per_worker, max_failures,
+                                progress and f"train {getattr(net, 'family', 'supernet')}", start)
         net.load_state_dict(state["model"])
         return list(state["history"])
     finally:
@@ -237,7 +258,7 @@ def _join(address: str | None, workers: int | None, cpus: float, use_gpu: bool |
     return True
 
 
-def _fit_on_ray(net, plan, rundir, resume, workers, use_gpu, address, cpus, max_failures, progress) -> dict[str, Any]:
+def _fit_on_ray(net, plan, rundir, resume, workers, use_gpu, address, cpus, max_failures, progress, start) -> dict[str, Any]:
     import ray
 
     owns = _join(address, workers, cpus, use_gpu)
@@ -259,22 +280,26 @@ def _fit_on_ray(net, plan, rundir, resume, workers, use_gpu, address, cpus, max_
                                    f"but the Ray cluster has {cluster_cpus:g} CPUs.")
         if plan.precision != "fp32" and not use_gpu:
             check_precision(plan.precision, "cpu")
-        return _trainer_fit(net, plan, rundir, resume, workers, bool(use_gpu), cpus, max_failures, storage)
+        return _trainer_fit(net, plan, rundir, resume, workers, bool(use_gpu), cpus, max_failures, storage, progress, start)
     finally:
         if owns and ray.is_initialized():
             ray.shutdown()
         shutil.rmtree(storage, ignore_errors=True)
 
 
-def _trainer_fit(net, plan, rundir, resume, workers, use_gpu, cpus, max_failures, storage) -> dict[str, Any]:
+def _trainer_fit(net, plan, rundir, resume, workers, use_gpu, cpus, max_failures, storage, progress, start) -> dict[str, Any]:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    # Ray Train's controller takes a worker's report every health-check interval (2 s by
+    # default) and a worker's next report waits for it: epochs shorter than that would wait.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # passed on to the controller
     home = next(net.parameters()).device
     shipped = net if home.type == "cpu" else _cpu_copy(net)
     fresh = Data(plan.data.train, plan.data.val, plan.data.test)  # without cached tensors
+    bar = _Progress(progress, plan.recipe.epochs, start) if progress else None
     payload = {"net": shipped, "plan": plan._replace(data=fresh), "run": str(rundir.path.resolve()), "resume": resume,
-               "threads": max(1, int(cpus))}
+               "threads": max(1, int(cpus)), "feed": bar.feed if bar is not None else None}
     trainer = TorchTrainer(
         _worker,
         train_loop_config={"payload": payload},
@@ -291,7 +316,59 @@ def _trainer_fit(net, plan, rundir, resume, workers, use_gpu, cpus, max_failures
     except Exception as err:
         raise RuntimeError(f"distributed training failed ({workers} workers, after up to {max_failures} restarts): "
                            f"{' '.join(str(err).split())[:600]}") from err
+    finally:
+        if bar is not None:
+            bar.close()
     return read_checkpoint(rundir.checkpoint)
+
+
+class _Progress:
+    """The driver's progress bar (as `fit` shows it in one process: epochs, loss, largest and
+    smallest validation accuracy, time), fed by worker 0's epoch records through a Ray queue."""
+
+    def __init__(self, desc: str, epochs: int, start: int):
+        import threading
+
+        from ray.util.queue import Queue
+        from tqdm.auto import tqdm
+
+        self.feed = Queue(actor_options={"num_cpus": 0})
+        self.bar = tqdm(total=epochs, initial=start, desc=desc, leave=False, mininterval=0)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._follow, name="nas-train-progress", daemon=True)
+        self.thread.start()
+
+    def _follow(self) -> None:
+        from ray.util.queue import Empty
+
+        while not self.done.is_set():
+            try:
+                self._show(self.feed.get(timeout=0.5))
+            except Empty:
+                continue
+            except Exception:  # the queue's actor is gone (Ray shut down): nothing more to show
+                return
+
+    def _show(self, record: dict[str, Any]) -> None:
+        self.bar.n = int(record["epoch"])  # an epoch redone after a restart shows again, not twice
+        self.bar.set_postfix(Supervised.postfix(None, record), refresh=False)  # type: ignore[arg-type]  # (no state)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        from ray.util.queue import Empty
+
+        self.done.set()
+        self.thread.join(timeout=5)
+        try:
+            for record in self.feed.get_nowait_batch(self.feed.qsize()):
+                self._show(record)
+        except (Empty, Exception):
+            pass
+        self.bar.close()
+        try:
+            self.feed.shutdown()
+        except Exception:
+            pass
 
 
 def _cpu_copy(net: nn.Module) -> nn.Module:
@@ -318,6 +395,8 @@ def _worker(config: dict[str, Any]) -> None:
 
     def report(record: dict[str, Any]) -> None:
         metrics = {k: v for k, v in record.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        if rank == 0 and payload["feed"] is not None:
+            payload["feed"].put_nowait(metrics)  # the driver's progress bar
         if rank == 0:
             with tempfile.TemporaryDirectory(prefix="nas-ckpt-") as tmp:
                 _link_or_copy(rundir.checkpoint, Path(tmp) / rundir.checkpoint.name)
