@@ -33,6 +33,11 @@ How it works, and why:
   directory must be on a file system every worker sees (always so on one machine; on a
   cluster, a shared mount).
 * Validation (largest and smallest subnet) runs on worker 0 only, after each epoch.
+* Progress: with ``progress=True`` the driver shows `fit`'s bar (epochs, loss, validation
+  accuracies, time), fed by worker 0, which puts each epoch's record on a Ray queue. Ray
+  Train's controller takes a report once per health-check interval and a worker's next
+  report waits for it, so the driver sets that interval to 0.2 s (2 s by default would
+  throttle short epochs). Reports are per epoch, never per step.
 * The cluster: without an address, a private Ray on 127.0.0.1 started for the call and
   shut down after (as the ray search backend starts one); with ``"auto"`` or
   ``"host:port"`` (or ``RAY_ADDRESS``, as inside ``ray job submit``) the running cluster.
