@@ -356,7 +356,7 @@ class _Progress:
 
     def _show(self, record: dict[str, Any]) -> None:
         self.bar.n = int(record["epoch"])  # an epoch redone after a restart shows again, not twice
-        self.bar.set_postfix(Supervised.postfix(None, record), refresh=False)  # type: ignore[arg-type]  # (no state)
+        self.bar.set_postfix(Supervised.postfix(record), refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:

@@ -55,7 +55,8 @@ class Supervised(Step):
         if state.get("data") is not None:
             self.model.trained_on = state["data"]
 
-    def postfix(self, record: Mapping[str, Any]) -> dict[str, str]:
+    @staticmethod
+    def postfix(record: Mapping[str, Any]) -> dict[str, str]:
         out = {"loss": f"{record['loss']:.4f}"}
         for which in ("largest", "smallest"):
             if f"{which}_accuracy" in record:
