@@ -54,7 +54,8 @@ printed beside each tau.
     #   FairNAS 0.650; Starbucks ladder 0.117; ordered dropout n=2 / 4: 0.417 / 0.350; 60 epochs
     #   0.767 (worst gap 9.9, ratio 0.356); supernet lr 6e-3 0.600 (worst gap 8.2); batch 128 at
     #   40 / 60 epochs 0.800 (largest 46.2) / 0.728; weight decay 0: 0.594.
-    #   cnn1d default (sandwich n=2, no KD, 1,500 steps): 0.473; KD (KL) 0.255 (largest 93.0 vs
+    #   cnn1d default (sandwich n=2, no KD, 1,500 steps): 0.473 / 0.473 / 0.327 over supernet seeds
+    #   0-2 (worst gap 4.3 / 3.8 / 3.6, largest and smallest within 1 point, ratio ~0.3 of 16); KD (KL) 0.255 (largest 93.0 vs
     #   98.6); FairNAS 0.593 but largest / smallest 94.7 / 91.8 vs 98.6 / 96.5; 45 epochs 0.327
     #   (worst gap 3.1, 2.9 with 32 BN batches; ratio +18%); n=1 at 40 epochs 0.182.
 """
