@@ -241,7 +241,8 @@ def preserved(net: nn.Module, norms: Sequence[nn.Module] | None = None):
                 if tracked is not None:
                     m.num_batches_tracked.copy_(tracked.to(m.num_batches_tracked.device))
         for m, mode in modes:
-            m.training = mode
+            if m.training != mode:  # only what changed: a switch of many small modules stays cheap
+                m.training = mode
 
 
 __all__ = ["METRICS", "evaluate"]
