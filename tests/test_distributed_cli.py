@@ -13,7 +13,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _ports import free_ports
 
 from nas.runs import run_spec
 from nas.training import read_checkpoint
@@ -102,17 +102,6 @@ def _gone(tmp: str, within: float) -> bool:
     return True
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def _nas_train(spec: Path, run: Path, *extra: str) -> list[str]:
     return [str(BIN / "nas"), "train", "--spec", str(spec), "--run", str(run), "--backend", "ray", "--workers", "2", *extra]
 
@@ -181,7 +170,7 @@ def test_a_driver_killed_mid_training_resumes_from_its_checkpoint_when_run_again
 def cluster():
     """A loopback Ray cluster with a dashboard (for jobs), started for this module: (RAY_TMPDIR, dashboard URL)."""
     tmp = _ray_tmp()
-    port, dashboard, client, *node = _free_ports(9)
+    port, dashboard, client, *node = free_ports(9)
     names = ("node-manager", "object-manager", "dashboard-agent-listen", "dashboard-agent-grpc", "runtime-env-agent", "metrics-export")
     command = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
                "--num-cpus=2", "--num-gpus=0", "--include-dashboard=true", "--dashboard-host=127.0.0.1",

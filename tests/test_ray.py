@@ -21,7 +21,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _ports import free_ports
 
 import search_spaces
 from nas import search
@@ -73,23 +73,12 @@ def test_bad_parameters_are_named_before_ray_starts(kwargs, name):
         get("ray", _mlp(), **kwargs)
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 class LoopbackCluster:
     """A Ray head plus one worker node, one CPU each, on 127.0.0.1 only."""
 
     def __init__(self):
         self.temp = tempfile.mkdtemp(prefix="nasray-", dir="/tmp")  # short: Ray's socket paths are length-limited
-        port, self.dashboard_port, client, *node_ports = _free_ports(15)
+        port, self.dashboard_port, client, *node_ports = free_ports(15)
         self.address = f"127.0.0.1:{port}"
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
         path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
