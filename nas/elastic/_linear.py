@@ -175,8 +175,8 @@ class ElasticLowRankLinear(ElasticModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         i = x.shape[-1]
-        if torch.is_grad_enabled():  # training runs what extraction builds too: the merged product when it is cheaper
-            first, second, bias = self._inference(i)
+        if torch.is_grad_enabled():  # training: the two sliced factors (training the merged product
+            first, second, bias = self._slices(i)  # changes float rounding, and a whole run's trajectory with it)
         else:  # cached per weight version
             key = (i, self.cutoff, self.U._version, self.V._version)
             views = self._views.get(key)
