@@ -12,6 +12,7 @@ existed gets one the next time it is written.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +64,10 @@ def check_identity(run: str | Path, spec: Any, spec_path: str | Path) -> None:
     now = identity_of(spec)
     diffs = [(k, v, now.get(k)) for k, v in stored["identity"].items() if now.get(k) != v]
     if diffs:
-        key, before, after = diffs[0]
-        more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+        key, before, after, more = first_difference(diffs)
         raise SpecChanged(
-            f"{spec_path} was changed after the run was made: it says {key} = {_short(after)}, the run was made with "
-            f"{_short(before)}{more}; delete {spec_path} to have the run's own copy ({Path(run) / IDENTITY}) put back, "
+            f"{spec_path} was changed after the run was made: it says {key} = {after}, the run was made with "
+            f"{before}{more}; delete {spec_path} to have the run's own copy ({Path(run) / IDENTITY}) put back, "
             "or start a new run directory (--run) for the changed spec"
         )
 
@@ -80,6 +80,18 @@ def damaged_spec(run: str | Path, spec_path: str | Path, reason: str) -> RunErro
             "or restore it from a copy"
         )
     return RunError(f"{spec_path} is {reason}")
+
+
+def first_difference(diffs: Sequence[tuple[str, Any, Any]]) -> tuple[str, str, str, str]:
+    """The first of `diffs` (``(key, before, after)`` each) for one error line: ``(key, before, after, more)``,
+    the values shortened and ``more`` saying how many other keys differ.
+
+        >>> first_difference([("seed", 0, 1), ("name", "a", "b")])
+        ('seed', '0', '1', ' (and 1 more)')
+    """
+    key, before, after = diffs[0]
+    more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+    return key, _short(before), _short(after), more
 
 
 def _short(value: Any) -> str:

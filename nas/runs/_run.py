@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -16,7 +15,7 @@ from nas.metrics import default_reference, finite_reference, of
 from nas.pareto import Constraint, parse_objectives
 from nas.result import SearchResult, hypervolume_history
 from nas.rundir import IDENTITY, RunDir, atomic_write
-from nas.runs._identity import identity_of, write_identity
+from nas.runs._identity import first_difference, identity_of, write_identity
 from nas.runs._spec import SPEC, RunSpec, load_spec
 from nas.searching import search
 from nas.store import FILENAME as STORE
@@ -68,10 +67,9 @@ def check_run_dir(spec: RunSpec, run: str | os.PathLike | None = None, *, files:
         stored = stored.resolve() if stored._trusted else stored
         diffs = stored.differences(spec)
         if diffs:
-            key, before, now = diffs[0]
-            more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+            key, before, now, more = first_difference(diffs)
             raise RunError(
-                f"{path} holds a run with {key} = {_short(before)}, not {_short(now)}{more}; "
+                f"{path} holds a run with {key} = {before}, not {now}{more}; "
                 f"use another run directory (--run) or remove {path}"
             )
     elif (path / STORE).exists() or (path / CHECKPOINT).exists():
@@ -84,11 +82,6 @@ def check_run_dir(spec: RunSpec, run: str | os.PathLike | None = None, *, files:
         with EvaluationStore(path / STORE, create=False) as store:
             store.check()
     return path
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass
