@@ -167,18 +167,18 @@ class ElasticLowRankLinear(ElasticModule):
 
     def _inference(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """What extraction builds: ``(U V, None, bias)`` when the rank is not worth factoring, else ``(V, U, bias)`` slices."""
-        r, o = self.active_rank(i), self._resolve(self.out, self.out_features, i)
-        bias = self.bias if self.bias is None or o == self.out_features else self.bias[:o]
+        v, u, bias = self._slices(i)
+        (r, i), o = v.shape, u.shape[0]
         if r * (i + o) < i * o:
-            return crop(self.V, (r, i)), crop(self.U, (o, r)), bias
-        return crop(self.U, (o, r)) @ crop(self.V, (r, i)), None, bias
+            return v, u, bias
+        return u @ v, None, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         i = x.shape[-1]
         if torch.is_grad_enabled():  # training: the two sliced factors (training the merged product
             first, second, bias = self._slices(i)  # changes float rounding, and a whole run's trajectory with it)
-        else:  # cached per weight version
-            key = (i, self.cutoff, self.U._version, self.V._version)
+        else:  # `_cached`'s lookup, inlined on this per-forward path (no closure); the product is a copy,
+            key = (i, self.cutoff, self.U._version, self.V._version)  # so it is keyed by the weights' versions
             views = self._views.get(key)
             if views is None:
                 views = self._views[key] = self._inference(i)
