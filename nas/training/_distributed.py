@@ -360,14 +360,12 @@ class _Progress:
         self.bar.refresh()
 
     def close(self) -> None:
-        from ray.util.queue import Empty
-
         self.done.set()
         self.thread.join(timeout=5)
         try:
             for record in self.feed.get_nowait_batch(self.feed.qsize()):
                 self._show(record)
-        except (Empty, Exception):
+        except Exception:  # nothing left (Empty), or the queue's actor is gone
             pass
         self.bar.close()
         try:
