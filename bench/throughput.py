@@ -176,7 +176,8 @@ def train_ratio(net, batch: int, repeats: int, device: torch.device) -> tuple[fl
         i = state["i"] = state["i"] + 1
         for p in params:
             p.grad = None
-        strategy.step(net, x, y, rngs[i], F.cross_entropy, distill)
+        with net.sliced_gradients():  # as training runs it (nas.training's step)
+            strategy.step(net, x, y, rngs[i], F.cross_entropy, distill)
 
     def dense_step():
         j = state["j"] = state["j"] + 1

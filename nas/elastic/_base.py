@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nas.elastic._grads import SliceGradients
 from nas.space import Choice, Value
 
 
@@ -58,12 +59,17 @@ class ElasticModule(nn.Module):
     """
 
     leaf: bool = True
+    _sink: SliceGradients | None = None  # set inside `Supernet.sliced_gradients`
 
     def __init__(self) -> None:
         super().__init__()
         self._choices: list[Choice] = []
         self._values: dict[str, Value] = {}
         self._views: dict = {}  # inference-only cache of weight views for the active subnet
+        self._leaf_views: dict = {}  # training leaves per (input size, values): `_leaves`
+        self._grad_buffers: dict = {}  # the weights' gradient buffers for those leaves
+        self._key: tuple = ()  # the values, as a key
+        self._defaults: tuple[tuple[str, Value], ...] = ()  # (name, largest value) per dimension
 
     def _own(self, spec: Size) -> None:
         """Register the dimension behind a size spec, defaulting it to its largest value."""
@@ -71,7 +77,9 @@ class ElasticModule(nn.Module):
         if isinstance(choice, Choice):
             if choice.name not in {c.name for c in self._choices}:
                 self._choices.append(choice)
+                self._defaults = (*self._defaults, (choice.name, choice.values[-1]))
             self._values[choice.name] = choice.values[-1]
+            self._key = tuple(self._values.values())
 
     def dimensions(self) -> list[Choice]:
         """The dimensions this module owns."""
@@ -89,12 +97,13 @@ class ElasticModule(nn.Module):
     def _configure(self, config: Mapping[str, Value]) -> None:
         """Take this module's values from `config` (absent ones: largest); cached views go when a value changes."""
         values, changed = self._values, False
-        for choice in self._choices:
-            value = config.get(choice.name, choice.values[-1])
-            if values[choice.name] != value:
-                values[choice.name], changed = value, True
+        for name, largest in self._defaults:
+            value = config.get(name, largest)
+            if values[name] != value:
+                values[name], changed = value, True
         if changed:
             self._views.clear()
+            self.__dict__["_key"] = tuple(values.values())
 
     def _cached(self, key: object, make: Callable[[], Any]) -> Any:
         """`make()` (views of the weights), memoised per input size when autograd is off.
@@ -104,11 +113,29 @@ class ElasticModule(nn.Module):
         or the weights move (`Supernet._apply`).
         """
         if torch.is_grad_enabled():
-            return make()
+            return make() if self._sink is None else self._leaves(key, make)
         views = self._views.get(key)
         if views is None:
             views = self._views[key] = make()
         return views
+
+    def _leaves(self, key: object, make: Callable[[], Any]) -> Any:
+        """`make()`'s slices as leaves whose gradients `self._sink` folds into the weights'
+        gradients (inside `Supernet.sliced_gradients`), kept per input size and values while
+        the weights stay where they are; `make()` itself when its slices are copies."""
+        key = (key, self._key)
+        hit = self._leaf_views.get(key)
+        if hit is None:
+            with torch.no_grad():
+                views = make()
+            own = (*self._parameters.values(), *self._buffers.values())
+            if len(self._leaf_views) >= 256:
+                self._leaf_views.clear()
+            hit = self._leaf_views[key] = self._sink.prepare(views, own, self._grad_buffers) or False  # type: ignore[union-attr]
+        if hit is False:  # copies: autograd's way
+            return make()
+        self._sink.register(hit[1])  # type: ignore[union-attr]
+        return hit[0]
 
     def _resolve(self, spec: Size, maximum: int, in_width: int = 0) -> int:
         """The active size of a spec given the input width."""
