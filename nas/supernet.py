@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -161,7 +162,7 @@ class Supernet(nn.Module):
             >>> net.body.weight.grad[:, 0].tolist()
             [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
         """
-        if self.__dict__.get("_sink") is not None:  # nested: the outer block folds
+        if self.__dict__.get("_sink") is not None:  # nested: the outer block closes
             yield
             return
         sink = SliceGradients()
@@ -169,19 +170,19 @@ class Supernet(nn.Module):
         for module in self._elastic:
             module.__dict__["_sink"] = sink
         try:
-            yield
+            with warnings.catch_warnings():
+                # a leaf of a crop is not dense, nor is its gradient slice: autograd says so once
+                warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+                yield
         finally:
             for module in self._elastic:
                 module.__dict__.pop("_sink", None)
             self.__dict__.pop("_sink", None)
-            sink.fold()
+            sink.close()
 
     def activate(self, config: Mapping[str, Any]) -> _Activation:
         """Run `config`'s subnet inside the block (equivalent configs run the same one, see `canonical`);
         the previous subnet is restored on exit."""
-        sink = self.__dict__.get("_sink")
-        if sink is not None:  # inside `sliced_gradients`: the last subnet's backward is done, fold it
-            sink.fold(final=False)
         return _Activation(self, self._checked(config))
 
     def _checked(self, config: Mapping[str, Any]) -> Config:

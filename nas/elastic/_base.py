@@ -120,22 +120,21 @@ class ElasticModule(nn.Module):
         return views
 
     def _leaves(self, key: object, make: Callable[[], Any]) -> Any:
-        """`make()`'s slices as leaves whose gradients `self._sink` folds into the weights'
-        gradients (inside `Supernet.sliced_gradients`), kept per input size and values while
-        the weights stay where they are; `make()` itself when its slices are copies."""
+        """`make()`'s slices as leaves whose gradients accumulate straight into the weights'
+        gradients (inside `Supernet.sliced_gradients`: `SliceGradients`), kept per input size
+        and values while the weights stay where they are; `make()` itself when they are copies."""
         key = (key, self._key)
-        hit = self._leaf_views.get(key)
-        if hit is None:
+        slices = self._leaf_views.get(key)
+        if slices is None:
             with torch.no_grad():
                 views = make()
             own = (*self._parameters.values(), *self._buffers.values())
             if len(self._leaf_views) >= 256:
                 self._leaf_views.clear()
-            hit = self._leaf_views[key] = self._sink.prepare(views, own, self._grad_buffers) or False  # type: ignore[union-attr]
-        if hit is False:  # copies: autograd's way
+            slices = self._leaf_views[key] = self._sink.prepare(views, own, self._grad_buffers) or False  # type: ignore[union-attr]
+        if slices is False:  # copies: autograd's way
             return make()
-        self._sink.register(hit[1])  # type: ignore[union-attr]
-        return hit[0]
+        return self._sink.use(slices)  # type: ignore[union-attr]
 
     def _resolve(self, spec: Size, maximum: int, in_width: int = 0) -> int:
         """The active size of a spec given the input width."""

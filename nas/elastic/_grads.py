@@ -1,14 +1,21 @@
-"""`SliceGradients`: backward passes that add each weight slice's gradient into its slice of the weight's gradient."""
+"""`SliceGradients`: backward passes that add each weight slice's gradient straight into its slice of the weight's gradient."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-Entry = tuple[torch.Tensor, nn.Parameter, torch.Tensor, torch.Tensor]  # (leaf, its weight, the weight's gradient buffer, the slice of it)
+
+class Slices(NamedTuple):
+    """A sub-layer's training slices: what `forward` uses, the leaves among them with the
+    slices of gradient buffers they accumulate into, and the (weight, buffer) pairs."""
+
+    views: tuple
+    leaves: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    weights: tuple[tuple[nn.Parameter, torch.Tensor], ...]
 
 
 class SliceGradients:
@@ -18,35 +25,36 @@ class SliceGradients:
     buffer of the whole weight's size and adds that to ``weight.grad``: graph nodes and
     full-size passes per slice, per subnet, and the slices themselves are remade by Python
     code at every forward. Inside `Supernet.sliced_gradients`, an elastic layer's slices
-    are leaves sharing the weight's memory, made once per sub-layer and kept (`prepare`);
-    their slice-sized gradients are added into the matching slice of the weight's gradient
-    by `fold`, in the order the subnets ran: the same sums as autograd's, bit for bit. The
-    gradient is a buffer kept per weight, zeroed when a step first writes to it.
+    are instead leaves sharing the weight's memory, made once per sub-layer and kept
+    (`prepare`). Each leaf's ``.grad`` is the matching slice of a gradient buffer kept per
+    weight, so autograd's own accumulation adds every slice gradient in place, where it
+    belongs, in the order the backward passes run: the sums autograd would make, bit for bit.
+    A step's first use of a weight (`use`) makes the zeroed buffer the weight's ``.grad``;
+    a weight no subnet used keeps ``.grad`` None, as with autograd.
 
     Example:
         >>> w = nn.Parameter(torch.ones(3, 2))
         >>> sink = SliceGradients()
         >>> with torch.no_grad():
-        ...     (leaf,), entries = sink.prepare((w[:2],), (w,), {})
-        >>> sink.register(entries)
+        ...     slices = sink.prepare((w[:2],), (w,), {})
+        >>> (leaf,) = sink.use(slices)
         >>> leaf.sum().backward()
-        >>> sink.fold()
+        >>> sink.close()
         >>> w.grad.tolist()
         [[1.0, 1.0], [1.0, 1.0], [0.0, 0.0]]
     """
 
     def __init__(self) -> None:
-        self._entries: list[Entry] = []
+        self._used: list[Slices] = []
 
     @staticmethod
-    def prepare(views: Sequence[Any], own: Sequence[torch.Tensor | None],
-                buffers: dict[nn.Parameter, torch.Tensor]) -> tuple[tuple, tuple[Entry, ...]] | None:
+    def prepare(views: Sequence[Any], own: Sequence[torch.Tensor | None], buffers: dict[nn.Parameter, torch.Tensor]) -> Slices | None:
         """`views` (made with autograd off) with each trainable weight's slice replaced by a
-        leaf sharing its memory, and the leaves' entries for `register`; None when some
-        tensor is neither one of `own` (the layer's weights and buffers) nor a view of one
-        (a copy: gathered, made contiguous, merged), whose gradient has no slice to go to.
-        `buffers`: the layer's gradient buffer per weight (filled here)."""
-        out, entries = [], []
+        leaf sharing its memory, whose ``.grad`` is that slice of the weight's buffer in
+        `buffers` (made here when missing); None when some tensor is neither one of `own`
+        (the layer's weights and buffers) nor a view of one (a copy: gathered, made
+        contiguous, merged), whose gradient has no slice to go to."""
+        out, leaves, weights = [], [], {}
         for view in views:
             if isinstance(view, torch.Tensor):
                 base = view if view._base is None else view._base
@@ -56,50 +64,41 @@ class SliceGradients:
                 if isinstance(param, nn.Parameter) and param.requires_grad:
                     buffer = buffers.get(param)
                     if buffer is None:
-                        buffer = buffers[param] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                        buffer = torch.zeros_like(param, memory_format=torch.preserve_format)
                         if buffer.stride() != param.stride():
                             return None
-                    target = buffer.as_strided(view.shape, view.stride(), buffer.storage_offset() + view.storage_offset() - param.storage_offset())
+                        buffers[param] = buffer
+                    offset = buffer.storage_offset() + view.storage_offset() - param.storage_offset()
+                    target = buffer.as_strided(view.shape, view.stride(), offset)
                     leaf = view.detach().requires_grad_()
-                    entries.append((leaf, param, buffer, target))
+                    leaf.grad = target
+                    leaves.append((leaf, target))
+                    weights[param] = buffer
                     view = leaf
             out.append(view)
-        return tuple(out), tuple(entries)
+        return Slices(tuple(out), tuple(leaves), tuple(weights.items()))
 
-    def register(self, entries: Sequence[Entry]) -> None:
-        """Remember that these leaves ran in this step's graph (their gradients go to `fold`)."""
-        self._entries.extend(entries)
-
-    def fold(self, *, final: bool = True) -> None:
-        """Add the leaves' gradients into their weights' gradients, in the order the leaves ran
-        (`final`: then forget every leaf; else keep those still without a gradient)."""
-        keep: list[Entry] = []
-        targets: list[torch.Tensor] = []
-        grads: list[torch.Tensor] = []
-        seen: set[int] = set()  # weights with a slice in `targets`: a second one waits (no overlapping adds)
-        for entry in self._entries:
-            leaf, param, buffer, target = entry
-            g = leaf.grad
-            if g is None:
-                if not final:
-                    keep.append(entry)
-                continue
-            leaf.grad = None
+    def use(self, slices: Slices) -> tuple:
+        """`slices.views`, for a forward pass of this step: each weight's buffer becomes its
+        ``.grad`` (zeroed) unless it already is."""
+        for param, buffer in slices.weights:
             grad = param.grad
             if grad is not buffer:
-                if grad is not None:  # a gradient tensor of someone else's: the same slice of it
-                    full = torch.zeros_like(param)
-                    full.as_strided(target.shape, target.stride(), full.storage_offset() + target.storage_offset() - buffer.storage_offset()).copy_(g)
-                    grad.add_(full)
-                    continue
-                buffer.zero_()  # the step's first gradient for this weight
+                if grad is None:
+                    buffer.zero_()
+                else:  # a gradient of autograd's own (weight used directly too, or not zeroed): carried on
+                    buffer.copy_(grad)
                 param.grad = buffer
-            if id(param) in seen:
-                torch._foreach_add_(targets, grads)
-                targets, grads, seen = [], [], set()
-            seen.add(id(param))
-            targets.append(target)
-            grads.append(g)
-        if targets:
-            torch._foreach_add_(targets, grads)
-        self._entries = keep
+        self._used.append(slices)
+        return slices.views
+
+    def close(self) -> None:
+        """End the step: a leaf whose ``.grad`` autograd replaced (a backward with
+        ``create_graph``) hands its sum back to the buffer."""
+        for slices in self._used:
+            for leaf, target in slices.leaves:
+                if leaf.grad is not target:
+                    if leaf.grad is not None:
+                        target.copy_(leaf.grad)
+                    leaf.grad = target
+        self._used.clear()
