@@ -151,3 +151,30 @@ def test_weights_moved_or_cast_between_steps_get_the_gradients():
     weight = net.body[0].weight
     assert weight.grad is not None and weight.grad.dtype == torch.float64
     assert weight.grad[4:].abs().sum() == 0 and weight.grad[:4].abs().sum() > 0
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph")
+def test_a_backward_that_builds_a_graph_is_refused_not_half_counted():
+    net = _two_widths()
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(RuntimeError, match="create_graph=True ran inside Supernet.sliced_gradients"):
+        with net.sliced_gradients(), net.activate({"width": 4}):
+            net(x).square().sum().backward(create_graph=True)
+    for p in net.parameters():  # outside the block: autograd's own way again
+        p.grad = None
+    with net.activate({"width": 4}):
+        net(x).square().sum().backward(create_graph=True)
+    assert net.body[0].weight.grad[:4].abs().sum() > 0
+
+
+def test_copies_and_pickles_of_a_trained_supernet_carry_no_training_caches():
+    import copy
+    import pickle
+
+    net = _net("mlp")
+    _train(net, True, steps=1)
+    assert any(m._grad_buffers for m in net._elastic)
+    for clone in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
+        assert all(not m._leaf_views and not m._grad_buffers and not m._views for m in clone._elastic)
+        _, grads = _train(clone, True, steps=1)
+        assert grads[0]

@@ -71,6 +71,14 @@ class ElasticModule(nn.Module):
         self._key: tuple = ()  # the values, as a key
         self._defaults: tuple[tuple[str, Value], ...] = ()  # (name, largest value) per dimension
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The module without its caches (weight views, training leaves, gradient buffers): a
+        copy or a pickle (a Ray worker's supernet) carries the weights once and rebuilds them."""
+        state = self.__dict__.copy()
+        state["_views"], state["_leaf_views"], state["_grad_buffers"] = {}, {}, {}
+        state.pop("_sink", None)
+        return state
+
     def _own(self, spec: Size) -> None:
         """Register the dimension behind a size spec, defaulting it to its largest value."""
         choice = spec.choice if isinstance(spec, Rule) else spec

@@ -93,12 +93,15 @@ class SliceGradients:
         return slices.views
 
     def close(self) -> None:
-        """End the step: a leaf whose ``.grad`` autograd replaced (a backward with
-        ``create_graph``) hands its sum back to the buffer."""
+        """End the step; a backward pass with ``create_graph=True`` (which gives a leaf a new
+        ``.grad`` instead of adding into it) is refused here, its gradients being incomplete."""
+        replaced = any(leaf.grad is not target for slices in self._used for leaf, target in slices.leaves)
         for slices in self._used:
             for leaf, target in slices.leaves:
-                if leaf.grad is not target:
-                    if leaf.grad is not None:
-                        target.copy_(leaf.grad)
-                    leaf.grad = target
+                leaf.grad = target
         self._used.clear()
+        if replaced:
+            raise RuntimeError(
+                "a backward pass with create_graph=True ran inside Supernet.sliced_gradients, whose weight gradients "
+                "it cannot complete; run it outside (a Strategy with slices_gradients = False)"
+            )
