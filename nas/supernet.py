@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from nas.data import resolve
-from nas.elastic import DepthGate, ElasticModule, ElasticSequential, OpChoice, conv_macs
-from nas.elastic._grads import SliceGradients
+from nas.elastic import DepthGate, ElasticModule, ElasticSequential, OpChoice, SliceGradients, conv_macs
 from nas.evaluate import norm_layers, preserved, recalibrate
 from nas.space import Choice, Config, SearchSpace
 
