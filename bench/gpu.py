@@ -77,7 +77,7 @@ def training(net, data, precision: str, steps: int) -> float:
     def one(i: int) -> None:
         x, y = batches[i % len(batches)]
         opt.zero_grad(set_to_none=True)
-        with autocast(precision, net.device):
+        with autocast(precision, net.device), net.sliced_gradients():  # as nas.training runs a step
             strategy.step(net, x, y, rng, loss, None)
         opt.step()
 

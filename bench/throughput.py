@@ -148,8 +148,9 @@ def _strategy(net):
     return strategy, (kl_divergence if distill else None)
 
 
-def train_ratio(net, batch: int, repeats: int, device: torch.device) -> tuple[float, float, float]:
-    """(supernet sandwich step / the same subnets' dense steps, supernet ms, dense ms)."""
+def train_ratio(net, batch: int, repeats: int, device: torch.device, warmup: int = 0) -> tuple[float, float, float]:
+    """(supernet sandwich step / the same subnets' dense steps, supernet ms, dense ms), after
+    `warmup` untimed training steps of other subnets."""
     strategy, distill = _strategy(net)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(batch, *net.input_shape, generator=gen)
@@ -176,7 +177,8 @@ def train_ratio(net, batch: int, repeats: int, device: torch.device) -> tuple[fl
         i = state["i"] = state["i"] + 1
         for p in params:
             p.grad = None
-        strategy.step(net, x, y, rngs[i], F.cross_entropy, distill)
+        with net.sliced_gradients():  # as training runs it (nas.training's step)
+            strategy.step(net, x, y, rngs[i], F.cross_entropy, distill)
 
     def dense_step():
         j = state["j"] = state["j"] + 1
@@ -190,6 +192,11 @@ def train_ratio(net, batch: int, repeats: int, device: torch.device) -> tuple[fl
             student = m(x)
             (distill(student, teacher) if distill is not None else F.cross_entropy(student, y)).backward()
 
+    # A training run under way: earlier steps (their own subnets, untimed) have made the
+    # layers' training slices (`Supernet.sliced_gradients` keeps them per sub-layer).
+    for seed in range(warmup):
+        with net.sliced_gradients():
+            strategy.step(net, x, y, np.random.default_rng(10_000 + seed), F.cross_entropy, distill)
     # the warm-up rounds use rngs[1..2] (state advances); timing uses the rest
     supernet_step(), dense_step(), supernet_step(), dense_step()
     s, d, ratio = interleaved(supernet_step, dense_step, repeats, device)  # round r: the same subnets in both
@@ -250,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", nargs="*", default=[*names, RESNET], choices=[*names, RESNET])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--eval-configs", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=100, help="untimed training steps before the train rows (a run under way)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
@@ -270,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for batch in sorted({64, default_batch}):
             label = f"train b{batch}" + (" (default)" if batch == default_batch else "")
-            rows.append((label, *train_ratio(net, batch, args.repeats, device), TRAIN_TARGET))
+            rows.append((label, *train_ratio(net, batch, args.repeats, device, args.warmup), TRAIN_TARGET))
         rows.append(("eval", *eval_ratio(net, data, configs, args.repeats, device), EVAL_TARGET))
         rows.append(("switch b1", *switch_ratio(net, configs, args.repeats, device), SWITCH_TARGET))
         for what, ratio, s_ms, d_ms, target in rows:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +16,7 @@ import torch
 from torch import nn
 
 from nas.data import resolve
-from nas.elastic import DepthGate, ElasticModule, ElasticSequential, OpChoice, conv_macs
+from nas.elastic import DepthGate, ElasticModule, ElasticSequential, OpChoice, SliceGradients, conv_macs
 from nas.evaluate import norm_layers, preserved, recalibrate
 from nas.space import Choice, Config, SearchSpace
 
@@ -88,6 +90,8 @@ class Supernet(nn.Module):
         # Moving or casting replaces the weight tensors: drop cached views of the old ones.
         for module in self._elastic:
             module._views.clear()
+            module._leaf_views.clear()
+            module._grad_buffers.clear()
         return super()._apply(fn, *args, **kwargs)
 
     @property
@@ -102,6 +106,7 @@ class Supernet(nn.Module):
             if copy != mixture.current:
                 for module in self._elastic:
                     module._views.clear()  # cached views are of the other copy's weights
+                    module._leaf_views.clear()
             mixture.bind(copy)
         for module in self._configurable:
             module._configure(config)
@@ -140,6 +145,39 @@ class Supernet(nn.Module):
             if len(values) == self._owners.get(name) and len(set(values)) == 1:
                 out[name] = values[0]
         return out
+
+    @contextmanager
+    def sliced_gradients(self) -> Iterator[None]:
+        """Inside the block, backward passes add each slice's gradient into its slice of the
+        weight's ``.grad`` (no full-size buffer per slice); the gradients are complete on exit.
+
+        The training strategies run each step inside it; a training loop of your own can too.
+
+        Example:
+            >>> from nas.elastic import ElasticLinear
+            >>> net = Supernet(ElasticLinear(4, 8, out=Choice("width", [4, 8])), input_shape=(4,))
+            >>> with net.sliced_gradients(), net.activate({"width": 4}):
+            ...     net(torch.ones(1, 4)).sum().backward()
+            >>> net.body.weight.grad[:, 0].tolist()
+            [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+        """
+        if self.__dict__.get("_sink") is not None:  # nested: the outer block closes
+            yield
+            return
+        sink = SliceGradients()
+        self.__dict__["_sink"] = sink
+        for module in self._elastic:
+            module.__dict__["_sink"] = sink
+        try:
+            with warnings.catch_warnings():
+                # a leaf of a crop is not dense, nor is its gradient slice: autograd says so once
+                warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+                yield
+        finally:
+            for module in self._elastic:
+                module.__dict__.pop("_sink", None)
+            self.__dict__.pop("_sink", None)
+            sink.close()
 
     def activate(self, config: Mapping[str, Any]) -> _Activation:
         """Run `config`'s subnet inside the block (equivalent configs run the same one, see `canonical`);

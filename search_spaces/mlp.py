@@ -75,7 +75,9 @@ class MLP(Supernet):
         """
         out = super().canonical(config)
         in_width = self.family_args["in_features"]
-        for i, block in enumerate(self.body[1].blocks[: int(out.get("depth", 0))]):
+        blocks = self.body[1].blocks
+        for i in range(int(out.get("depth", 0))):  # indexing: slicing a ModuleList builds a new one
+            block = blocks[i]
             layer, width = block[0], out.get(f"blocks.{i}.width")
             if width is None:
                 break

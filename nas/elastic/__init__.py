@@ -7,6 +7,7 @@ from nas.elastic._conv import ElasticConv2d, ElasticConvNd
 from nas.elastic._conv1d import DOWNSAMPLES, ElasticBatchNorm1d, ElasticConv1d, ElasticPool1d, stride_of
 from nas.elastic._embedding import ElasticPositionalEmbedding
 from nas.elastic._gate import DepthGate
+from nas.elastic._grads import SliceGradients
 from nas.elastic._linear import ElasticLinear, ElasticLoRALinear, ElasticLowRankLinear
 from nas.elastic._norm import ElasticBatchNorm2d, ElasticLayerNorm
 from nas.elastic._quant import ElasticQuant, fake_quantize, with_bits
@@ -34,6 +35,7 @@ __all__ = [
     "Rule",
     "SlicedConv",
     "SlicedLinear",
+    "SliceGradients",
     "SlicedNorm",
     "conv_macs",
     "fake_quantize",

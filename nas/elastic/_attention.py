@@ -57,20 +57,32 @@ class ElasticMultiheadAttention(ElasticModule):
     def _sizes(self, e: int) -> tuple[int, int]:
         return self._resolve(self.heads, self.max_heads, e), self._resolve(self.head_dim, self.max_head_dim, e)
 
-    def _slices(self, e: int, h: int, d: int) -> tuple[torch.Tensor, ...]:
+    def _head_slices(self, e: int, h: int, d: int) -> tuple[torch.Tensor, ...]:
+        """The four tensors' slices, one strided view each (one autograd node each)."""
         H, D, E = self.max_heads, self.max_head_dim, self.embed_dim
         if (h, d, e) == (H, D, E):
             return self.qkv_weight, self.qkv_bias, self.proj_weight, self.proj_bias
-        # one strided view per tensor (one autograd node each), copied into the dense layout
-        qkv_w = _strided(self.qkv_weight, (3, h, d, e), (H * D * E, D * E, E, 1)).reshape(3 * h * d, e)
-        qkv_b = _strided(self.qkv_bias, (3, h, d), (H * D, D, 1)).reshape(3 * h * d)
-        proj_w = _strided(self.proj_weight, (e, h, d), (H * D, D, 1)).reshape(e, h * d)
+        qkv_w = _strided(self.qkv_weight, (3, h, d, e), (H * D * E, D * E, E, 1))
+        qkv_b = _strided(self.qkv_bias, (3, h, d), (H * D, D, 1))
+        proj_w = _strided(self.proj_weight, (e, h, d), (H * D, D, 1))
         return qkv_w, qkv_b, proj_w, self.proj_bias[:e]
+
+    @staticmethod
+    def _dense_layout(qkv_w, qkv_b, proj_w, proj_b) -> tuple[torch.Tensor, ...]:
+        """The views copied into the dense layers' layout (no copy for the whole tensors)."""
+        e = proj_w.shape[0]
+        return qkv_w.reshape(-1, e), qkv_b.reshape(-1), proj_w.reshape(e, -1), proj_b
+
+    def _slices(self, e: int, h: int, d: int) -> tuple[torch.Tensor, ...]:
+        return self._dense_layout(*self._head_slices(e, h, d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, e = x.shape
         h, d = self._sizes(e)
-        qkv_w, qkv_b, proj_w, proj_b = self._cached((e, self.qkv_weight._version, self.proj_weight._version), lambda: self._slices(e, h, d))
+        if torch.is_grad_enabled() and self._sink is not None:  # training: leaves of the views, then the copies
+            qkv_w, qkv_b, proj_w, proj_b = self._dense_layout(*self._leaves(e, lambda: self._head_slices(e, h, d)))
+        else:
+            qkv_w, qkv_b, proj_w, proj_b = self._cached((e, self.qkv_weight._version, self.proj_weight._version), lambda: self._slices(e, h, d))
         q, k, v = F.linear(x, qkv_w, qkv_b).view(b, t, 3, h, d).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v)
         return F.linear(out.transpose(1, 2).reshape(b, t, h * d), proj_w, proj_b)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nas.elastic._grads import SliceGradients
 from nas.space import Choice, Value
 
 
@@ -58,12 +59,25 @@ class ElasticModule(nn.Module):
     """
 
     leaf: bool = True
+    _sink: SliceGradients | None = None  # set inside `Supernet.sliced_gradients`
 
     def __init__(self) -> None:
         super().__init__()
         self._choices: list[Choice] = []
         self._values: dict[str, Value] = {}
         self._views: dict = {}  # inference-only cache of weight views for the active subnet
+        self._leaf_views: dict = {}  # training leaves per (input size, values): `_leaves`
+        self._grad_buffers: dict = {}  # the weights' gradient buffers for those leaves
+        self._key: tuple = ()  # the values, as a key
+        self._defaults: tuple[tuple[str, Value], ...] = ()  # (name, largest value) per dimension
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The module without its caches (weight views, training leaves, gradient buffers): a
+        copy or a pickle (a Ray worker's supernet) carries the weights once and rebuilds them."""
+        state = self.__dict__.copy()
+        state["_views"], state["_leaf_views"], state["_grad_buffers"] = {}, {}, {}
+        state.pop("_sink", None)
+        return state
 
     def _own(self, spec: Size) -> None:
         """Register the dimension behind a size spec, defaulting it to its largest value."""
@@ -71,7 +85,9 @@ class ElasticModule(nn.Module):
         if isinstance(choice, Choice):
             if choice.name not in {c.name for c in self._choices}:
                 self._choices.append(choice)
+                self._defaults = (*self._defaults, (choice.name, choice.values[-1]))
             self._values[choice.name] = choice.values[-1]
+            self._key = tuple(self._values.values())
 
     def dimensions(self) -> list[Choice]:
         """The dimensions this module owns."""
@@ -89,12 +105,13 @@ class ElasticModule(nn.Module):
     def _configure(self, config: Mapping[str, Value]) -> None:
         """Take this module's values from `config` (absent ones: largest); cached views go when a value changes."""
         values, changed = self._values, False
-        for choice in self._choices:
-            value = config.get(choice.name, choice.values[-1])
-            if values[choice.name] != value:
-                values[choice.name], changed = value, True
+        for name, largest in self._defaults:
+            value = config.get(name, largest)
+            if values[name] != value:
+                values[name], changed = value, True
         if changed:
             self._views.clear()
+            self.__dict__["_key"] = tuple(values.values())
 
     def _cached(self, key: object, make: Callable[[], Any]) -> Any:
         """`make()` (views of the weights), memoised per input size when autograd is off.
@@ -104,11 +121,28 @@ class ElasticModule(nn.Module):
         or the weights move (`Supernet._apply`).
         """
         if torch.is_grad_enabled():
-            return make()
+            return make() if self._sink is None else self._leaves(key, make)
         views = self._views.get(key)
         if views is None:
             views = self._views[key] = make()
         return views
+
+    def _leaves(self, key: object, make: Callable[[], Any]) -> Any:
+        """`make()`'s slices as leaves whose gradients accumulate straight into the weights'
+        gradients (inside `Supernet.sliced_gradients`: `SliceGradients`), kept per input size
+        and values while the weights stay where they are; `make()` itself when they are copies."""
+        key = (key, self._key)
+        slices = self._leaf_views.get(key)
+        if slices is None:
+            with torch.no_grad():
+                views = make()
+            own = (*self._parameters.values(), *self._buffers.values())
+            if len(self._leaf_views) >= 256:
+                self._leaf_views.clear()
+            slices = self._leaf_views[key] = self._sink.prepare(views, own, self._grad_buffers) or False  # type: ignore[union-attr]
+        if slices is False:  # copies: autograd's way
+            return make()
+        return self._sink.use(slices)  # type: ignore[union-attr]
 
     def _resolve(self, spec: Size, maximum: int, in_width: int = 0) -> int:
         """The active size of a spec given the input width."""

@@ -78,21 +78,24 @@ class ElasticConvNd(ElasticModule):
         s = self.stride if isinstance(self.stride, int) else self._resolve(self.stride, 1, c_in)
         return o, k, s
 
-    def _weight(self, c_in: int, o: int, k: int) -> torch.Tensor:
+    def _weight(self, c_in: int, o: int, k: int, dense: bool = True) -> torch.Tensor:
         start = (self.kernel_size - k) // 2
         w = crop(self.weight, (o, 1 if self.depthwise else c_in) + (k,) * self.dims, (0, 0) + (start,) * self.dims)
         # Strided conv weights hit a very slow CPU path; a transient dense copy is far cheaper.
-        return w if w.is_contiguous() else w.contiguous()
+        return w if not dense or w.is_contiguous() else w.contiguous()
 
-    def _slices(self, c_in: int) -> tuple[torch.Tensor, torch.Tensor | None, int, int, int]:
+    def _slices(self, c_in: int, dense: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, int, int, int]:
         o, k, s = self._sizes(c_in)
         bias = self.bias if self.bias is None or o == self.out_channels else self.bias[:o]
-        return self._weight(c_in, o, k), bias, s, k // 2, (c_in if self.depthwise else 1)
+        return self._weight(c_in, o, k, dense), bias, s, k // 2, (c_in if self.depthwise else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c_in = x.shape[1]
-        # the key holds the weight's version: a cached contiguous copy never outlives an in-place update
-        weight, bias, stride, padding, groups = self._cached((c_in, self.weight._version), lambda: self._slices(c_in))
+        if torch.is_grad_enabled() and self._sink is not None:  # training: a leaf of the view, then its copy
+            weight, bias, stride, padding, groups = self._leaves(c_in, lambda: self._slices(c_in, dense=False))
+            weight = weight.contiguous()
+        else:  # the key holds the weight's version: a cached contiguous copy never outlives an in-place update
+            weight, bias, stride, padding, groups = self._cached((c_in, self.weight._version), lambda: self._slices(c_in))
         return type(self).conv(x, weight, bias, stride, padding, 1, groups)
 
     def _cost(self, inputs, output):

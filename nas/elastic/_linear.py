@@ -51,7 +51,10 @@ class ElasticLinear(ElasticModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         i = x.shape[-1]
-        weight, bias = self._slices(i) if torch.is_grad_enabled() else self._cached(i, lambda: self._slices(i))
+        if torch.is_grad_enabled():
+            weight, bias = self._slices(i) if self._sink is None else self._leaves(i, lambda: self._slices(i))
+        else:
+            weight, bias = self._cached(i, lambda: self._slices(i))
         return F.linear(x, weight, bias)
 
     def _cost(self, inputs, output):
@@ -176,7 +179,8 @@ class ElasticLowRankLinear(ElasticModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         i = x.shape[-1]
         if torch.is_grad_enabled():  # training: the two sliced factors (training the merged product
-            first, second, bias = self._slices(i)  # changes float rounding, and a whole run's trajectory with it)
+            first, second, bias = self._slices(i) if self._sink is None else self._leaves((i, self.cutoff), lambda: self._slices(i))
+            # changes float rounding, and a whole run's trajectory with it)
         else:  # `_cached`'s lookup, inlined on this per-forward path (no closure); the product is a copy,
             key = (i, self.cutoff, self.U._version, self.V._version)  # so it is keyed by the weights' versions
             views = self._views.get(key)

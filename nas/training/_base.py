@@ -38,6 +38,8 @@ class Strategy:
     distills_by_default: ClassVar[bool] = False
     #: whether the strategy can use a distillation loss at all
     supports_distill: ClassVar[bool] = False
+    #: whether its steps run inside `Supernet.sliced_gradients` (False for higher-order gradients)
+    slices_gradients: ClassVar[bool] = True
 
     def step(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from contextlib import nullcontext
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -78,7 +79,7 @@ def supernet_step(net: nn.Module, plan: Plan, step_class: type[Supervised] | Non
         return record
 
     def forward_backward(x: torch.Tensor, y: torch.Tensor) -> float:
-        with autocast(plan.precision, device):
+        with autocast(plan.precision, device), net.sliced_gradients() if strat.slices_gradients else nullcontext():
             return strat.step(net, x, y, rng, loss_fn, distill_fn)
 
     net.trained_on = fingerprint(data)  # a resumed checkpoint's own replaces it (Supervised.load_state_dict)
