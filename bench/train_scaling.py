@@ -9,8 +9,8 @@ the worker start-up not; in this process the call's wall-clock), the epochs' ste
 validation alone (the sum of the records' ``seconds``), the wall-clock of the whole call
 (Ray start-up included), Ray worker 0's CPU time on the epochs' steps (``cpu_seconds``: its
 ratio, 1 worker over N, is about the speed-up on N idle cores, and depends little on the
-load), and the largest and smallest subnets' validation accuracy (``--repeat R``: each Ray
-side R times, alternating, and the fastest run of each counts). Then the speed-up of N
+load), and the largest and smallest subnets' validation accuracy (``--repeat R``, default 2:
+each Ray side R times, alternating, and the fastest run of each counts). Then the speed-up of N
 workers over 1 on the epochs beside the 1.6x target, and the accuracy gaps to single-process
 training beside the 0.5-point target. With CUDA present, a GPU section trains in this
 process on CUDA in fp32 and bf16 and prints the same figures. `--check` exits 1 when a
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="global batch, split over the workers (default 256)")
     parser.add_argument("--lr", type=float, default=None, help="default: the family's (mlp 0.003, cnn1d 0.01)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each Ray side (alternating); the fastest of each counts")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each Ray side (alternating); the fastest of each counts")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     for key, value in FAMILIES[args.family].items():
