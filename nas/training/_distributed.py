@@ -133,7 +133,7 @@ class Replica(Supervised):
         used = [p.grad is not None for p in params]
         # one flat buffer: the gradients (zeros for unused parameters) and the loss, weighted
         # by this shard's share of the batch in one multiply, then a used flag per parameter
-        flat = torch.cat([*(p.grad.reshape(-1).float() if u else torch.zeros(p.numel(), device=device) for p, u in zip(params, used)),
+        flat = torch.cat([*(p.grad.reshape(-1).float() if p.grad is not None else torch.zeros(p.numel(), device=device) for p in params),
                           torch.tensor([value, *map(float, used)], dtype=torch.float32, device=device)])
         flat[: -len(params)].mul_(self.share)
         dist.all_reduce(flat)  # the one collective of the step
@@ -470,7 +470,7 @@ def replica_step(net: nn.Module, plan: Plan, rank: int, world: int) -> Replica:
         return supernet_step(net, plan, Replica, rank=rank, world=world, validates=rank == 0)  # type: ignore[return-value]
     shard, n, total = sliced
     step = supernet_step(net, plan._replace(data=shard), Replica, rank=rank, world=world, validates=True, val_slice=(n, total))
-    net.trained_on = fingerprint(plan.data)  # the whole data's, as one process records it
+    net.trained_on = fingerprint(plan.data)  # type: ignore[assignment]  # the whole data's, as one process records it
     return step  # type: ignore[return-value]
 
 
