@@ -2,36 +2,45 @@
 
 Trains the same supernet with the same recipe and seed three ways, in the same run: in this
 process (`backend="local"`), on 1 Ray Train worker and on N (default 2), all on one private
-loopback Ray. Prints, per way, the training time of the epochs (the sum of the per-epoch
-``seconds`` of the history: the epochs themselves, validation on worker 0 included), the
-wall-clock of the whole call (worker start-up included), for Ray worker 0's CPU time on the
-epochs' steps (the records' ``cpu_seconds``: its ratio, 1 worker over N, is about the
-speed-up on N idle cores, and hardly depends on the load), and the largest and smallest
-subnets' validation accuracy (``--repeat R``: each Ray side R times, alternating, and the
-fastest run of each counts). Then the speed-up of N workers over 1 (epochs, and wall-clock)
-beside the 1.6x target, and the accuracy gaps to single-process training beside the
-0.5-point target. With CUDA present, a GPU section trains in this process on CUDA in fp32 and
-bf16 and prints the same figures. `--check` exits 1 when a target is missed.
+loopback Ray, each writing its checkpoint after every epoch into a run directory. Prints, per
+way, the wall-clock of the epochs (on Ray worker 0's ``elapsed_seconds``: from its first
+epoch's start to its last one's end, the checkpoints and reports between epochs included,
+the worker start-up not; in this process the epochs alone), the epochs' steps and
+validation alone (the sum of the records' ``seconds``), the wall-clock of the whole call
+(Ray start-up included), Ray worker 0's CPU time on the epochs' steps (``cpu_seconds``: its
+ratio, 1 worker over N, is about the speed-up on N idle cores, and depends little on the
+load), and the largest and smallest subnets' validation accuracy (``--repeat R``, default 2:
+each Ray side R times, alternating, and the fastest run of each counts). Then the speed-up of N
+workers over 1 on the epochs beside the 1.6x target, and the accuracy gaps to single-process
+training beside the 0.5-point target. With CUDA present, a GPU section trains in this
+process on CUDA in fp32 and bf16 and prints the same figures. `--check` exits 1 when a
+target is missed.
 
 Threads: the single-process baseline runs on one torch thread, and each Ray worker on
 ``--cpus-per-worker`` CPUs and as many torch threads (`torch.set_num_threads` in the worker),
 so 1 worker and 1 process use the same; the bench prints both, and the machine's load
-(`os.getloadavg`) at its start and end: the speed-up needs as many idle cores as workers, and
-on a loaded machine it says little (check `uptime` first).
+(`os.getloadavg`) at its start and end: the speed-up needs as many idle cores as workers
+(and a core's worth of slack for Ray's own processes), so on a loaded machine it says
+little (check `uptime` first).
 
-Why the default workload is wide and large-batch: data parallelism divides only the work that
-grows with the batch. Each step also has work every worker repeats in full: the strategy's
-several subnet passes (Python and dispatch costs of every op, whatever the batch), the
-optimizer step over all weights and the gradient all-reduce. On a small net and batch (mlp
-width 128, batch 128 on digits: about 5 ms of CPU a step, the same with half the batch) two
-workers are no faster than one. At width 1024 and batch 256 (the default) the training
-thread of a step costs about 69 ms of CPU on one worker and 42 ms on each of two (measured
-with `time.thread_time` in each worker): at most about 1.6x on two idle cores; about 9 ms
-of each step is the optimizer over all weights, which every worker repeats, and the
-all-reduce of the gradients (10 MB a step at this width) costs CPU in gloo's threads and
-the kernel besides, which the workers' whole-process ``cpu_seconds`` include.
+Why the default workload is the mlp (widths up to 1024 on digits, batch 256): its reduced
+gradient is exactly the single-process one (no BatchNorm), so the accuracy comparison tests
+the data parallelism itself, and both gaps come out 0.00 points. Data parallelism divides only
+the work that grows with the batch; each step also has work every worker repeats in full:
+the strategy's several subnet passes (Python and dispatch costs, slicing the weights, the
+gradients of the full-size weights), the optimizer over all weights and the gradient
+all-reduce (5 MB a step at this width). With two plain gloo processes (no Ray) a step's
+training thread cost about 69 ms of CPU on one worker and 41 ms on each of two: 1.68x on two
+idle cores at best. A conv net does more compute per weight, but its BatchNorm layers take
+their batch statistics on each worker's shard, so it trains a slightly different net:
+``--family cnn1d`` (MNIST-1D, 6 epochs, batch 256; measured at load 6-9) left its largest and
+smallest subnets 1.25 and 0.87 points from single-process training, outside the target,
+and took 3.5 minutes; its training thread's CPU ratio (1.73x with plain gloo) is hardly
+higher than the mlp's. On a smaller net and batch (mlp width 128, batch 128: about 5 ms of CPU
+a step) two workers are no faster than one.
 
     python bench/train_scaling.py                       # mlp width 1024 on digits, batch 256, 2 workers
+    python bench/train_scaling.py --family cnn1d        # BatchNorm per worker: accuracy off by about a point
     python bench/train_scaling.py --width 128 --batch-size 128 --lr 0.01    # overhead-bound: no speed-up
 """
 
@@ -42,6 +51,7 @@ import copy
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,26 +63,43 @@ sys.path.insert(0, str(HERE.parent))
 
 import nas  # noqa: E402
 from nas.data import digits, mnist1d  # noqa: E402
+from search_spaces.cnn1d import CNN1D  # noqa: E402
 from search_spaces.mlp import MLP  # noqa: E402
 
 SPEED_UP_TARGET = 1.6
 ACCURACY_TARGET = 0.005  # 0.5 points
 
 
-def _net(width: int, seed: int, in_features: int) -> MLP:
+# per family: its data, and the recipe's defaults (batch, lr, epochs)
+FAMILIES = {
+    "mlp": {"data": "digits", "batch_size": 256, "lr": 0.003, "epochs": 10},
+    "cnn1d": {"data": "mnist1d", "batch_size": 256, "lr": 0.01, "epochs": 6},
+}
+
+
+def _net(family: str, width: int, seed: int, data) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return MLP(in_features=in_features, depths=(1, 2, 3), widths=(width // 4, width // 2, width), ranks=(width // 8, width // 4))
+    if family == "cnn1d":
+        return CNN1D()
+    return MLP(in_features=data.train[0][0].numel(), depths=(1, 2, 3), widths=(width // 4, width // 2, width),
+               ranks=(width // 8, width // 4))
 
 
 def _train(label: str, net, data, recipe: dict, **kwargs) -> dict:
-    start = time.perf_counter()
-    history = nas.train_supernet(net, data, progress=False, **recipe, **kwargs)
-    wall = time.perf_counter() - start
-    row = {"way": label, "epochs_s": sum(h["seconds"] for h in history), "wall_s": wall,
+    with tempfile.TemporaryDirectory(prefix="nas-bench-") as run:  # every way writes its checkpoint after each epoch
+        start = time.perf_counter()
+        history = nas.train_supernet(net, data, progress=False, run=run, **recipe, **kwargs)
+        wall = time.perf_counter() - start
+    epochs = sum(h["seconds"] for h in history)
+    row = {"way": label, "epochs_s": epochs, "wall_s": wall,
+           # on Ray, worker 0's wall-clock from its first epoch's start to its last's end (the checkpoints and reports
+           # between them included, the start-up not); in this process the epochs alone (the call's wall-clock would
+           # add the first call's one-time set-up, which Ray workers pay before their first epoch)
+           "span_s": history[-1].get("elapsed_seconds", epochs),
            "cpu_s": sum(h.get("cpu_seconds", math.nan) for h in history),  # worker 0's CPU on the steps (Ray only)
            "largest": history[-1]["largest_accuracy"], "smallest": history[-1]["smallest_accuracy"]}
     cpu = f"   worker 0 CPU {row['cpu_s']:6.2f} s" if math.isfinite(row["cpu_s"]) else " " * 26
-    print(f"{label:<22} epochs {row['epochs_s']:7.2f} s   wall {wall:7.2f} s{cpu}   "
+    print(f"{label:<20} epochs {row['span_s']:7.2f} s (steps+validation {epochs:6.2f} s)   wall {wall:6.2f} s{cpu}   "
           f"largest {row['largest']:.4f}   smallest {row['smallest']:.4f}", flush=True)
     return row
 
@@ -84,23 +111,31 @@ def _load() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", choices=("digits", "mnist1d"), default="digits")
+    parser.add_argument("--family", choices=tuple(FAMILIES), default="mlp")
+    parser.add_argument("--data", choices=("digits", "mnist1d"), default=None, help="default: the family's (mlp digits, cnn1d mnist1d)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs (and torch threads) of each Ray worker")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the family's (mlp 10, cnn1d 6)")
     parser.add_argument("--width", type=int, default=1024, help="largest hidden width of the mlp supernet")
-    parser.add_argument("--batch-size", type=int, default=256, help="global batch (split over the workers)")
-    parser.add_argument("--lr", type=float, default=0.003)
+    parser.add_argument("--batch-size", type=int, default=None, help="global batch, split over the workers (default 256)")
+    parser.add_argument("--lr", type=float, default=None, help="default: the family's (mlp 0.003, cnn1d 0.01)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each Ray side (alternating); the fastest of each counts")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each Ray side (alternating); the fastest of each counts")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
+    for key, value in FAMILIES[args.family].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
 
     torch.set_num_threads(args.cpus_per_worker)  # the single-process baseline: as many threads as one worker
-    data = digits("flat") if args.data == "digits" else mnist1d("flat")
+    kind = "flat" if args.family == "mlp" else "signal"
+    data = digits(kind) if args.data == "digits" else mnist1d(kind)
     recipe = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed, "strategy": "sandwich"}
-    base = _net(args.width, args.seed, data.train[0][0].numel())
-    print(f"mlp widths up to {args.width} on {args.data}, sandwich, {args.epochs} epochs, batch {args.batch_size}, seed {args.seed}")
+    base = _net(args.family, args.width, args.seed, data)
+    what = f"mlp widths up to {args.width}" if args.family == "mlp" else "cnn1d (default space)"
+    params = sum(p.numel() for p in base.parameters())
+    print(f"{what}, {params:,} weights, on {args.data} ({len(data.train)} training samples), sandwich, {args.epochs} epochs, "
+          f"batch {args.batch_size}, lr {args.lr:g}, seed {args.seed}")
     print(f"threads: 1 process {torch.get_num_threads()} torch thread(s); each Ray worker {args.cpus_per_worker} CPU(s) "
           f"and {args.cpus_per_worker} torch thread(s)")
     print(f"machine: {os.cpu_count()} CPUs, load average at start {_load()}", flush=True)
@@ -120,16 +155,17 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeat):  # alternately, so that a burst of load hits both sides alike
             ones.append(_train("1 Ray worker", copy.deepcopy(base), data, recipe, workers=1, **ray_kwargs))
             manys.append(_train(f"{args.workers} Ray workers", copy.deepcopy(base), data, recipe, workers=args.workers, **ray_kwargs))
-        one, many = (min(rows, key=lambda r: r["epochs_s"]) for rows in (ones, manys))  # the least disturbed run of each
+        one, many = (min(rows, key=lambda r: r["span_s"]) for rows in (ones, manys))  # the least disturbed run of each
     finally:
         ray.shutdown()
     print(f"machine: load average at end {_load()}")
 
-    speed_up = one["epochs_s"] / many["epochs_s"]
-    wall_up = one["wall_s"] / many["wall_s"]
+    speed_up = one["span_s"] / many["span_s"]
     gaps = {w: abs(many[w] - alone[w]) for w in ("largest", "smallest")}
-    print(f"\nspeed-up {args.workers} vs 1 worker: epochs {speed_up:.2f}x (target >= {SPEED_UP_TARGET}x), "
-          f"wall-clock with start-up {wall_up:.2f}x")
+    print(f"\nspeed-up {args.workers} vs 1 worker on the epochs: {speed_up:.2f}x (target >= {SPEED_UP_TARGET}x); "
+          f"steps and validation alone {one['epochs_s'] / many['epochs_s']:.2f}x, whole call with start-up "
+          f"{one['wall_s'] / many['wall_s']:.2f}x; {args.workers} workers vs 1 process, steps and validation "
+          f"{alone['epochs_s'] / many['epochs_s']:.2f}x")
     print(f"CPU per worker, {args.workers} vs 1: {one['cpu_s'] / many['cpu_s']:.2f}x less (worker 0's CPU time on the steps: "
           f"about the speed-up on {args.workers} idle cores, whatever the load now)")
     print(f"accuracy vs 1 process: largest {gaps['largest'] * 100:.2f} points, smallest {gaps['smallest'] * 100:.2f} points "

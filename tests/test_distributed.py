@@ -14,8 +14,9 @@ import nas
 from nas.cli import main
 from nas.data import digits
 from nas.runs import load_run, run_spec
-from nas.training import STRATEGIES, DistributedError, Replica, Sandwich, load_checkpoint, train_supernet
-from nas.training._plan import plan_supernet, supernet_step
+from nas.training import STRATEGIES, DistributedError, Sandwich, load_checkpoint, train_supernet
+from nas.training._distributed import replica_step, val_slice
+from nas.training._plan import plan_supernet
 from search_spaces.mlp import MLP
 
 RECIPE = {"epochs": 3, "lr": 0.01, "batch_size": 64, "seed": 0, "strategy": "sandwich"}
@@ -44,10 +45,10 @@ def _replica(rank: int, world: int, port: int, out: str) -> None:
         net = _net()
         plan = plan_supernet(net, digits("flat"), "sandwich", None, epochs=2, lr=0.01, batch_size=64, distill=None, optimizer="adamw",
                              weight_decay=None, schedule="cosine", grad_clip=1.0, seed=0, precision="fp32")
-        step = supernet_step(net, plan, Replica, rank=rank, world=world, validates=rank == 0)
-        fit(step, plan.data, plan.recipe, identity=plan.identity, progress=False)
+        step = replica_step(net, plan, rank, world)
+        history = fit(step, plan.data, plan.recipe, identity=plan.identity, progress=False)
         if rank == 0:
-            torch.save(net.state_dict(), out)
+            torch.save({"model": net.state_dict(), "history": history}, out)
     finally:
         dist.destroy_process_group()
 
@@ -55,12 +56,32 @@ def _replica(rank: int, world: int, port: int, out: str) -> None:
 def test_two_replicas_train_the_weights_one_process_trains():
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"nas-replica-{os.getpid()}.pt"
     mp.spawn(_replica, args=(2, _free_port(), str(out)), nprocs=2, join=True)
-    reduced = torch.load(out, weights_only=True)
+    saved = torch.load(out, weights_only=True)
     out.unlink()
+    reduced, history = saved["model"], saved["history"]
     net = _net()
     train_supernet(net, digits("flat"), epochs=2, lr=0.01, batch_size=64, strategy="sandwich", grad_clip=1.0, seed=0, progress=False)
     worst = max(float((a - reduced[k]).abs().max()) for k, a in net.state_dict().items())
     assert worst < 1e-4  # the same gradients, up to float rounding of the sums
+    # the validation each worker ran on its half of the set, merged: the whole set's figures for the weights reached
+    net.load_state_dict(reduced)
+    largest, smallest = nas.evaluate(net, [net.largest(), net.smallest()], digits("flat"), metrics=("accuracy", "loss"))
+    last = history[-1]
+    assert last["largest_accuracy"] == largest.metrics["accuracy"] and last["smallest_accuracy"] == smallest.metrics["accuracy"]
+    assert last["largest_loss"] == pytest.approx(largest.metrics["loss"], rel=1e-5)
+    assert last["smallest_loss"] == pytest.approx(smallest.metrics["loss"], rel=1e-5)
+    assert last["elapsed_seconds"] >= history[0]["elapsed_seconds"] > 0
+
+
+def test_the_validation_set_is_sliced_in_order_and_whole():
+    data = digits("flat")
+    slices = [val_slice(data, rank, 3) for rank in range(3)]
+    assert sum(n for _, n, _ in slices) == len(data.val) and {total for _, _, total in slices} == {len(data.val)}
+    joined = torch.cat([shard.val.tensors[0] for shard, _, _ in slices])
+    assert torch.equal(joined, data.val.tensors[0])
+    assert all(shard.train is data.train for shard, _, _ in slices)
+    tiny = nas.data.Data(data.train, torch.utils.data.TensorDataset(*(t[:2] for t in data.val.tensors)))
+    assert val_slice(tiny, 0, 3) is None  # fewer samples than workers: worker 0 validates the whole set
 
 
 # -- errors before any work ------------------------------------------------------------------

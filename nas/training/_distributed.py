@@ -32,7 +32,12 @@ How it works, and why:
   checkpoint, and a finished checkpoint is loaded without starting Ray at all. The run
   directory must be on a file system every worker sees (always so on one machine; on a
   cluster, a shared mount).
-* Validation (largest and smallest subnet) runs on worker 0 only, after each epoch.
+* Validation (largest and smallest subnet, after each epoch) is sharded as the batches are:
+  each worker scores its slice of the validation set (BatchNorm recalibrated on the same
+  training batches everywhere), and one all-reduce of the per-slice sums (weighted by the
+  slice's size) gives every worker the whole set's accuracy (exactly: the counts are summed)
+  and loss (up to float rounding). A validation set that is a `DataLoader`, or smaller than
+  the workers, is scored whole on worker 0 alone.
 * Progress: with ``progress=True`` the driver shows `fit`'s bar (epochs, loss, validation
   accuracies, time), fed by worker 0, which puts each epoch's record on a Ray queue. Ray
   Train's controller takes a report once per health-check interval and a worker's next
@@ -85,20 +90,29 @@ class Replica(Supervised):
         rank: this worker's index.
         world: the number of workers.
         validates: whether this worker validates after each epoch (worker 0).
+        val_slice: ``(n, total)`` when every worker validates its slice of ``n`` of the
+            validation set's ``total`` samples, and the slices' records are merged by an
+            all-reduce (`validates` must be True on every worker).
 
     An epoch's record adds ``cpu_seconds``: the CPU time this worker's process spent on the
     epoch's steps (validation apart). Unlike wall-clock it hardly depends on the load of the
-    machine, so it tells what the workers cost even where they share cores with others.
+    machine, so it tells what the workers cost even where they share cores with others. And
+    ``elapsed_seconds``: the wall-clock since this worker began its first epoch (of this
+    start: a restarted worker counts afresh), the checkpoints and reports between epochs
+    included, so the last record's is the wall-clock of the epochs without the start-up.
     """
 
-    def __init__(self, *args: Any, rank: int, world: int, validates: bool):
+    def __init__(self, *args: Any, rank: int, world: int, validates: bool, val_slice: tuple[int, int] | None = None):
         super().__init__(*args)
-        self.rank, self.world, self.validates = rank, world, validates
+        self.rank, self.world, self.validates, self.val_slice = rank, world, validates, val_slice
         self.share = 1.0
         self._cpu = 0.0
+        self._began: float | None = None
 
     def begin_epoch(self, epoch: int) -> None:
         super().begin_epoch(epoch)
+        if self._began is None:
+            self._began = time.perf_counter()
         self._cpu = time.process_time()
 
     def batches(self, data: Data, batch_size: int, seed: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -119,7 +133,7 @@ class Replica(Supervised):
         used = [p.grad is not None for p in params]
         # one flat buffer: the gradients (zeros for unused parameters) and the loss, weighted
         # by this shard's share of the batch in one multiply, then a used flag per parameter
-        flat = torch.cat([*(p.grad.reshape(-1).float() if u else torch.zeros(p.numel(), device=device) for p, u in zip(params, used)),
+        flat = torch.cat([*(p.grad.reshape(-1).float() if p.grad is not None else torch.zeros(p.numel(), device=device) for p in params),
                           torch.tensor([value, *map(float, used)], dtype=torch.float32, device=device)])
         flat[: -len(params)].mul_(self.share)
         dist.all_reduce(flat)  # the one collective of the step
@@ -139,9 +153,44 @@ class Replica(Supervised):
 
     def end_epoch(self, epoch: int, loss: float) -> dict[str, Any]:
         cpu = time.process_time() - self._cpu
-        if self.validates:
-            return {**super().end_epoch(epoch, loss), "cpu_seconds": cpu}
-        return {"loss": loss, "lr": self.optimizers["weights"].param_groups[0]["lr"], "cpu_seconds": cpu}
+        record = super().end_epoch(epoch, loss) if self.validates else {"loss": loss, "lr": self.optimizers["weights"].param_groups[0]["lr"]}
+        if self.val_slice is not None:
+            record = self._merge_slices(record)
+        return {**record, "cpu_seconds": cpu, "elapsed_seconds": time.perf_counter() - (self._began or time.perf_counter())}
+
+
+    def _merge_slices(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The whole validation set's record from every worker's slice: one all-reduce of
+        the sums (accuracy as a count, loss times the slice's size) and of present flags."""
+        import torch.distributed as dist
+
+        n, total = self.val_slice  # type: ignore[misc]
+        keys = [f"{which}_{metric}" for which in ("largest", "smallest") for metric in ("accuracy", "loss")]
+        values = [float(record[k]) * n if k in record else 0.0 for k in keys]
+        present = [float(k in record) for k in keys]
+        merged = torch.tensor(values + present, dtype=torch.float64)
+        dist.all_reduce(merged)
+        out = {k: v for k, v in record.items() if k not in keys}
+        for i, key in enumerate(keys):
+            if merged[len(keys) + i] == self.world:  # a metric every slice has (a failed subnet's accuracy is absent)
+                value = float(merged[i])
+                out[key] = round(value) / total if key.endswith("_accuracy") else value / total
+        return out
+
+
+def val_slice(data: Data, rank: int, world: int) -> tuple[Data, int, int] | None:
+    """`data` with worker `rank`'s slice of the validation set (of `world` equal ones, in
+    order), the slice's size and the set's; None where it is not sliced (a `DataLoader`, or
+    fewer samples than workers)."""
+    from torch.utils.data import DataLoader, Subset, TensorDataset
+
+    val = data.val
+    if isinstance(val, DataLoader) or len(val) < world:  # type: ignore[arg-type]
+        return None
+    total = len(val)  # type: ignore[arg-type]
+    lo, hi = rank * total // world, (rank + 1) * total // world
+    part = TensorDataset(*(t[lo:hi] for t in val.tensors)) if isinstance(val, TensorDataset) else Subset(val, range(lo, hi))
+    return Data(data.train, part, data.test), hi - lo, total
 
 
 def train_distributed(
@@ -393,7 +442,7 @@ def _worker(config: dict[str, Any]) -> None:
     net, plan = payload["net"], payload["plan"]
     net.to(device)  # once
     restarted = ray.train.get_checkpoint() is not None  # a restart after a worker died: resume what was reported
-    step = supernet_step(net, plan, Replica, rank=rank, world=world, validates=rank == 0)
+    step = replica_step(net, plan, rank, world)
     rundir = RunDir(payload["run"])
 
     def report(record: dict[str, Any]) -> None:
@@ -409,6 +458,20 @@ def _worker(config: dict[str, Any]) -> None:
 
     fit(step, plan.data, plan.recipe, identity=plan.identity, run=rundir, resume=payload["resume"] or restarted,
         progress=False, callback=report, lock=False, save=rank == 0, desc="train")
+
+
+def replica_step(net: nn.Module, plan: Plan, rank: int, world: int) -> Replica:
+    """Worker `rank`'s `Replica` step of `plan`: validating its slice of the validation set
+    where the set is sliced (`val_slice`), else validating on worker 0 alone."""
+    from nas.data import fingerprint
+
+    sliced = val_slice(plan.data, rank, world) if world > 1 else None
+    if sliced is None:
+        return supernet_step(net, plan, Replica, rank=rank, world=world, validates=rank == 0)  # type: ignore[return-value]
+    shard, n, total = sliced
+    step = supernet_step(net, plan._replace(data=shard), Replica, rank=rank, world=world, validates=True, val_slice=(n, total))
+    net.trained_on = fingerprint(plan.data)  # type: ignore[assignment]  # the whole data's, as one process records it
+    return step  # type: ignore[return-value]
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

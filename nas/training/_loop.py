@@ -126,7 +126,8 @@ def train_supernet(
     Each history record holds ``epoch``, ``loss`` (mean training loss of the reported
     subnet), ``lr``, ``largest_accuracy``/``largest_loss`` and ``smallest_accuracy``/
     ``smallest_loss`` (validation, BatchNorm recalibrated; accuracy for class targets only)
-    and ``seconds``; with ``backend="ray"`` also ``cpu_seconds`` (worker 0's CPU time).
+    and ``seconds``; with ``backend="ray"`` also ``cpu_seconds`` (worker 0's CPU time) and
+    ``elapsed_seconds`` (worker 0's wall-clock since its first epoch began, start-up apart).
 
     A non-finite loss stops training with `nas.training.Diverged` (naming the epoch and
     step); the checkpoint of the last finite epoch is kept.
