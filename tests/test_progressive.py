@@ -66,7 +66,22 @@ def test_resume_across_the_opening_continues_bit_for_bit(tmp_path):
 
 def test_bad_arguments_are_named():
     assert isinstance(get_strategy("progressive", n=1), Progressive)
+    assert Progressive(n=1).params() == {"n": 1, "warm": 0.1, "open": 0.5, "smoothing": 0.0}
     with pytest.raises(ValueError, match="'n'"):
         Progressive(n=-1)
     with pytest.raises(ValueError, match="'warm' and 'open'"):
         Progressive(warm=0.8, open=0.5)
+
+
+def test_label_smoothing_changes_only_the_largest_subnets_label_loss():
+    net, strategy = small_net(), Progressive(warm=1.0, open=1.0, smoothing=0.1)
+    x, y = torch.randn(8, 64), torch.arange(8) % 10
+    value = strategy.step(net, x, y, np.random.default_rng(0), torch.nn.CrossEntropyLoss(), None)
+    with torch.no_grad(), net.activate(net.largest()):
+        out = net(x)
+    assert value == pytest.approx(torch.nn.functional.cross_entropy(out, y, label_smoothing=0.1).item(), rel=1e-6)
+    assert value != pytest.approx(torch.nn.functional.cross_entropy(out, y).item(), rel=1e-6)
+    mse = strategy.step(net, x, torch.nn.functional.one_hot(y, 10).float(), np.random.default_rng(0), torch.nn.MSELoss(), None)
+    assert mse == pytest.approx(torch.nn.functional.mse_loss(out, torch.nn.functional.one_hot(y, 10).float()).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="'smoothing'"):
+        Progressive(smoothing=1.0)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nas.space import Config
@@ -20,7 +21,9 @@ class Progressive(Strategy):
     each dimension opens its values from the largest down, evenly, until all are open at the
     `open` share of the steps. Each step trains the largest subnet, the smallest open one and
     `n` random open ones, the others distilled from the largest (in-place distillation, as
-    in OFA's shrinking phases). The schedule survives a resume through the optimizer's step
+    in OFA's shrinking phases). With `smoothing` the largest subnet's cross-entropy (the
+    default loss for class targets; another loss is used as given) smooths its labels by
+    that much (Szegedy et al. 2016), which also softens the teacher of the others. The schedule survives a resume through the optimizer's step
     count (Adam, AdamW; with SGD it restarts at a resume).
 
     Example:
@@ -32,12 +35,14 @@ class Progressive(Strategy):
     distills_by_default = True
     supports_distill = True
 
-    def __init__(self, n: int = 4, warm: float = 0.1, open: float = 0.5):
+    def __init__(self, n: int = 4, warm: float = 0.1, open: float = 0.5, smoothing: float = 0.0):
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"The 'n' parameter of Progressive must be an int >= 0, got {n!r}.")
         if not 0 <= warm <= open <= 1:
             raise ValueError(f"The 'warm' and 'open' parameters of Progressive must satisfy 0 <= warm <= open <= 1, got {warm!r} and {open!r}.")
-        self.n, self.warm, self.open = n, warm, open
+        if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
+            raise ValueError(f"The 'smoothing' parameter of Progressive must be a number in [0, 1), got {smoothing!r}.")
+        self.n, self.warm, self.open, self.smoothing = n, warm, open, smoothing
         self._total = 1
         self._count: int | None = None
         self._optimizer: torch.optim.Optimizer | None = None
@@ -71,7 +76,10 @@ class Progressive(Strategy):
         self._count += 1
         with net.activate(net.largest()):
             out = net(x)
-        value = loss(out, y)
+        if self.smoothing and isinstance(loss, nn.CrossEntropyLoss):
+            value = F.cross_entropy(out, y, weight=loss.weight, ignore_index=loss.ignore_index, label_smoothing=self.smoothing)
+        else:
+            value = loss(out, y)
         value.backward()
         if t < self.warm:
             return value.item()
