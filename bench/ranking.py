@@ -43,26 +43,42 @@ printed beside each tau.
     python bench/ranking.py --data mnist1d --families mlp --scratch-seeds 5 --cache DIR \
         --strategies default,s2kl_e60 --extra '[["s2kl_e60", ["sandwich", {"n": 2}], "kl", {"epochs": 60}]]'
     # --extra: variants as JSON [label, strategy or [name, args] or null (the family default),
-    # distill, {supernet-only epochs, lr, batch_size, weight_decay, seed}]; the scratch runs keep
-    # the family recipe, so a cached sweep costs only the supernets. Sweep of issue 16's levers
-    # (mlp: 16 subnets, 5 seeds, noise ceiling 0.728; cnn1d: --quick, ceiling 0.741), none beat
-    # the family defaults on tau, gaps and time together:
-    #   mlp default (sandwich n=4 + KL, 40 epochs, lr 3e-3): tau 0.762 / 0.850 / 0.695 / 0.750 over
+    # distill ("kl", "alpha", "kl_t2" / "kl_t4": KD at temperature 2 / 4, false), {supernet-only epochs, lr, batch_size,
+    # weight_decay, grad_clip, seed, label_smoothing (the largest's label loss), warmup (share of the steps)}]; the
+    # scratch runs keep the family recipe, so a cached sweep costs only the supernets. Sweep of issue 16's levers
+    # (mlp: 16 subnets, 5 seeds, noise ceiling 0.728; cnn1d: --quick, ceiling 0.741):
+    #   mlp sandwich n=4 + KL (the default before progressive shrinking), 40 epochs, lr 3e-3: tau 0.762 / 0.850 / 0.695 / 0.750 over
     #   supernet seeds 0-3 (so tau moves ~0.06 with the seed alone), worst gap ~13 points, largest
     #   ~56-59 vs 60.8, smallest ~36 vs 35.9, time ratio 0.34-0.43. n=2: tau 0.733 / 0.717 /
     #   0.533 / 0.567 (ratio 0.26-0.30, largest 58.9-61.4); n=3 0.750; no KD 0.527; alpha 0.633;
     #   FairNAS 0.650; Starbucks ladder 0.117; ordered dropout n=2 / 4: 0.417 / 0.350; 60 epochs
     #   0.767 (worst gap 9.9, ratio 0.356); supernet lr 6e-3 0.600 (worst gap 8.2); batch 128 at
     #   40 / 60 epochs 0.800 (largest 46.2) / 0.728; weight decay 0: 0.594.
+    #   mlp progressive shrinking (n=4 + KL, largest alone for 20% of the steps, all open at 70%):
+    #   tau 0.828 / 0.917 / 0.850 / 0.833 at supernet seeds 0-3, worst gap 18.1 / 7.2 / 15.6 / 6.7, largest 58.9 / 60.8 /
+    #   48.2 / 60.9 vs 60.8, smallest 30.4 / 35.0 / 33.8 / 33.3 vs 35.9, ratio 0.26 / 0.25 / 0.34 / 0.32. Opening at
+    #   10-50%: 0.845 / 0.807 (largest 51.8 / 51.5); 10-70%: 0.767 / 0.867 (largest 48.2 / 47.9); 30-80%: 0.783 / 0.850;
+    #   20-90%: 0.783 / 0.833; n=2: 0.683 / 0.850. With label smoothing 0.1 on the largest's loss (the mlp default since,
+    #   strategy arg smoothing=0.1; here the override "label_smoothing": 0.1): tau 0.867 / 0.833 / 0.711 / 0.883, worst gap 9.0 / 6.5 / 21.4
+    #   / 6.0, largest 60.7 / 60.9 / 52.3 / 61.1, smallest 34.4 / 35.3 / 33.3 / 34.3, ratio 0.39-0.44 (measured under load
+    #   8 against scratch times cached at lower load; the unsmoothed runs beside it read 0.37-0.38). Beside it, seeds 0 / 1:
+    #   KD temperature 2: 0.561 / 0.695 (largest 44-45); temperature 4: 0.243; a 5% linear warmup ("warmup": 0.05):
+    #   0.717 / 0.767 (largest 47.7 / 49.2); grad clip 1.0: 0.833 / 0.650; mixture K=4 (n=2, no KD): 0.059 / 0.350.
+    #   SVD re-basis of the low-rank factors (strategy sandwich_svd below, n=4 + KL; U V = A S B^T -> A sqrt(S), sqrt(S)
+    #   B^T, the full-rank product unchanged, Adam moments of U, V reset) every 50 / 200 steps: tau 0.533 / 0.527 and
+    #   0.533 / 0.483 (seeds 0 / 1); every 50 keeping the moments 0.594 / 0.567; every 50 for the first half 0.622 / 0.600.
     #   cnn1d default (sandwich n=2, no KD, 1,500 steps): 0.473 / 0.473 / 0.327 over supernet seeds
     #   0-2 (worst gap 4.3 / 3.8 / 3.6, largest and smallest within 1 point, ratio ~0.3 of 16); KD (KL) 0.255 (largest 93.0 vs
     #   98.6); FairNAS 0.593 but largest / smallest 94.7 / 91.8 vs 98.6 / 96.5; 45 epochs 0.327
-    #   (worst gap 3.1, 2.9 with 32 BN batches; ratio +18%); n=1 at 40 epochs 0.182.
+    #   (worst gap 3.1, 2.9 with 32 BN batches; ratio +18%); n=1 at 40 epochs 0.182; progressive shrinking (n=2, no KD,
+    #   largest alone for 20%, all open at 70%) 0.182 / 0.473 at seeds 0 / 1 (worst gap 5.8 / 7.2, largest 98.0 / 98.4,
+    #   smallest 95.8 / 93.6; ratio 0.54 of 8).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -148,6 +164,12 @@ def _job(job: tuple) -> tuple:
     strategy = payload["strategy"]
     recipe = {**recipe, **payload.get("overrides", {})}  # the supernet's own epochs, lr, ... (never the scratch runs')
     seed = recipe.pop("seed", seed)  # a supernet seed of its own: how much the figures vary with the seed alone
+    smoothing = recipe.pop("label_smoothing", None)  # the largest subnet's label loss, smoothed
+    if smoothing:
+        recipe["loss"] = functools.partial(_smoothed, smoothing)
+    warmup = recipe.pop("warmup", None)  # a linear warmup over this share of the steps, then the cosine
+    if warmup:
+        recipe["schedule"] = functools.partial(_warmup_cosine, warmup)
     if payload.get("default"):  # the family's own recipe: nothing but the data (and the seed)
         train_supernet(net, split, seed=seed, progress=False, **recipe)
     else:
@@ -223,9 +245,115 @@ class Ladder(Strategy):
         return total
 
 
+# -- issue 16 item: an SVD re-basis of the low-rank factors during training (ranked worse; kept here) --
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from nas.elastic import ElasticLowRankLinear  # noqa: E402
+from nas.training import Sandwich, steps_taken  # noqa: E402
+
+
+def svd_rebase(layer: ElasticLowRankLinear) -> None:
+    """Re-base ``U V`` in place as ``(A sqrt(S)) (sqrt(S) B^T)`` from the SVD ``U V = A S B^T``.
+
+    The full-rank product (and with it every subnet at the largest rank, whatever its widths)
+    is unchanged; every rank-r prefix becomes the best rank-r approximation of it (Eckart-Young).
+
+    Example:
+        >>> torch.manual_seed(0) and None
+        >>> layer = ElasticLowRankLinear(6, 5, max_rank=4)
+        >>> before = layer.U @ layer.V
+        >>> svd_rebase(layer)
+        >>> bool(torch.allclose(layer.U @ layer.V, before, atol=1e-5))
+        True
+    """
+    with torch.no_grad():
+        u, v = layer.U.to(torch.float64), layer.V.to(torch.float64)
+        qu, ru = torch.linalg.qr(u)  # U V = Qu (Ru Rv^T) Qv^T: the SVD of a small r x r core
+        qv, rv = torch.linalg.qr(v.T)
+        a, s, bh = torch.linalg.svd(ru @ rv.T)
+        root = s.sqrt()
+        layer.U.copy_(((qu @ a) * root).to(layer.U.dtype))
+        layer.V.copy_((root[:, None] * (bh @ qv.T)).to(layer.V.dtype))
+
+
+class SandwichSVD(Sandwich):
+    """The sandwich rule; every `every` optimizer steps each low-rank layer is re-based (`svd_rebase`).
+
+    Re-basing stops after the `until` share of the steps. With `reset` the optimizer's
+    moments of the re-based factors are reset (they belong to the old basis).
+    The step count survives a resume through the optimizer's own (Adam, AdamW; with SGD the
+    count restarts at a resume).
+
+    Example:
+        >>> SandwichSVD(n=2, every=50)
+        SandwichSVD(n=2, every=50, until=1.0, reset=True)
+    """
+
+    def __init__(self, n: int = 4, every: int = 50, until: float = 1.0, reset: bool = True):
+        super().__init__(n=n)
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"The 'every' parameter of SandwichSVD must be an int >= 1, got {every!r}.")
+        if not 0 <= until <= 1:
+            raise ValueError(f"The 'until' parameter of SandwichSVD must be in [0, 1], got {until!r}.")
+        self.every, self.until, self.reset = every, until, reset
+        self._total = 1
+        self._layers: list[ElasticLowRankLinear] = []
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._count: int | None = None
+        self._others: list[nn.Parameter] = []
+
+    def bind(self, net: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
+        self._layers = [m for m in net.modules() if isinstance(m, ElasticLowRankLinear)]
+        rebased = {id(p) for m in self._layers for p in (m.U, m.V)}
+        self._others = [p for p in net.parameters() if id(p) not in rebased]
+        self._optimizer, self._count, self._total = optimizer, None, total_steps
+
+    def step(self, net, x, y, rng, loss, distill):
+        if self._count is None:  # the first step of this run (or of a resumed one: the optimizer's count)
+            self._count = steps_taken(self._optimizer, self._others)
+        if self._count and self._count % self.every == 0 and self._count <= self.until * self._total:
+            for layer in self._layers:
+                svd_rebase(layer)
+                if self.reset and self._optimizer is not None:
+                    for p in (layer.U, layer.V):
+                        self._optimizer.state.pop(p, None)
+        self._count += 1
+        return super().step(net, x, y, rng, loss, distill)
+
+
+SandwichSVD.name = "sandwich_svd"
+
 # registered so that spawned workers (which import this file as their main module) find them by name
-for _cls in (FairNAS, Ladder):
+for _cls in (FairNAS, Ladder, SandwichSVD):
     REGISTRY.register(_cls.name)(_cls)
+
+
+def _smoothed(smoothing: float, outputs, targets):
+    import torch.nn.functional as F
+
+    return F.cross_entropy(outputs, targets, label_smoothing=smoothing)
+
+
+def _warmup_cosine(share: float, optimizer, total: int):
+    import torch
+
+    warm = max(1, round(share * total))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1.0 + math.cos(math.pi * min(s, total) / total)))
+
+
+def _kl_temperature(temperature: float, student, teacher):
+    """Hinton's KD: ``T^2 KL(softmax(teacher / T) || softmax(student / T))``."""
+    from nas.training import kl_divergence
+
+    return temperature**2 * kl_divergence(student / temperature, teacher / temperature)
+
+
+from nas.training._distill import DISTILLS  # noqa: E402
+
+for _t in (2, 4):  # distill "kl_t2", "kl_t4" in --extra variants
+    DISTILLS.setdefault(f"kl_t{_t}", functools.partial(functools.partial, _kl_temperature, float(_t)))
 
 
 # -- planning and reporting ------------------------------------------------------------------
@@ -312,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibrations", default="4", help="BatchNorm recalibration batches per subnet; several (4,16): "
                         "each trained supernet is also scored with the others (rows 'label @ N BN batches')")
     parser.add_argument("--extra", default="", help='MNIST-1D: more variants, a JSON list of [label, strategy or [name, args] or null '
-                        '(the family default), distill, {supernet-only overrides: epochs, lr, weight_decay, grad_clip, batch_size, seed}]')
+                        '(the family default), distill, {supernet-only overrides: epochs, lr, weight_decay, grad_clip, batch_size, seed, label_smoothing, warmup}]')
     parser.add_argument("--cache", default="", help="a folder caching from-scratch results across runs (default: none)")
     args = parser.parse_args(argv)
 

@@ -48,7 +48,7 @@ identity (changing them on an existing run is refused).
 Example:
     >>> spec = load_spec({"name": "tiny", "space": {"args": {"depths": [1], "widths": [16], "ranks": [4]}}}, budget=4)
     >>> spec["search.budget"], spec["space.family"], spec["train.strategy"]
-    (4, 'mlp', 'sandwich')
+    (4, 'mlp', 'progressive')
     >>> load_spec({"search": {"budgt": 4}})
     Traceback (most recent call last):
     ...

@@ -7,7 +7,7 @@ a pluggable `Strategy` (one small file each, registered by name in `STRATEGIES`)
 TangleNAS' bi-level search (`nas.tangle.search_tangle`) is another `Step` of the same loop.
 """
 
-from nas.training._base import STRATEGIES, Strategy, get_strategy
+from nas.training._base import STRATEGIES, Strategy, get_strategy, steps_taken
 from nas.training._distill import DISTILLS, AlphaDivergence, kl_divergence
 from nas.training._distributed import DistributedError, Replica, check_address, train_distributed
 from nas.training._family import family_recipe
@@ -24,6 +24,7 @@ from nas.training._loop import (
 )
 from nas.training._mixture import Mixture, WeightMixture
 from nas.training._ordered_dropout import OrderedDropout
+from nas.training._progressive import Progressive
 from nas.training._recipe import (
     BATCH_SIZE,
     EPOCHS,
@@ -55,6 +56,7 @@ __all__ = [
     "DistributedError",
     "Mixture",
     "OrderedDropout",
+    "Progressive",
     "Recipe",
     "Replica",
     "Sandwich",
@@ -77,6 +79,7 @@ __all__ = [
     "reinitialise",
     "save_checkpoint",
     "steps_per_epoch",
+    "steps_taken",
     "train_distributed",
     "train_standalone",
     "train_supernet",

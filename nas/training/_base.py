@@ -58,6 +58,11 @@ class Strategy:
         """Called once by `train_supernet` before the optimizer is built (a strategy that adds
         weights to the supernet adds them here); nothing by default."""
 
+    def bind(self, net: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
+        """Called once by `train_supernet` after the optimizer is built, with the number of
+        optimizer steps the run takes (a strategy that edits weights or follows a schedule of
+        its own keeps them); nothing by default."""
+
     def params(self) -> dict[str, Any]:
         """The hyper-parameters (public attributes)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
@@ -65,6 +70,28 @@ class Strategy:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({args})"
+
+
+def steps_taken(optimizer: torch.optim.Optimizer | None, params: list[nn.Parameter]) -> int:
+    """Optimizer steps taken so far, read from the state of the first of `params` that counts them
+    (Adam, AdamW; a resumed run's optimizer holds its checkpoint's count); 0 if none does (SGD, a new run).
+
+    Example:
+        >>> weight = nn.Parameter(torch.zeros(2))
+        >>> optimizer = torch.optim.AdamW([weight])
+        >>> steps_taken(optimizer, [weight])
+        0
+        >>> weight.grad = torch.ones(2)
+        >>> optimizer.step()
+        >>> steps_taken(optimizer, [weight])
+        1
+    """
+    if optimizer is not None:
+        for p in params:
+            step = optimizer.state.get(p, {}).get("step")
+            if step is not None:
+                return int(step)
+    return 0
 
 
 def get_strategy(strategy: str | Strategy, **kwargs: Any) -> Strategy:

@@ -18,7 +18,7 @@ from nas.training._base import LossFn, Strategy, get_strategy
 from nas.training._distill import DistillFn, make_distill
 from nas.training._family import family_recipe
 from nas.training._fit import _device
-from nas.training._recipe import Recipe
+from nas.training._recipe import Recipe, steps_per_epoch
 from nas.training._supervised import Supervised
 
 
@@ -83,7 +83,10 @@ def supernet_step(net: nn.Module, plan: Plan, step_class: type[Supervised] | Non
             return strat.step(net, x, y, rng, loss_fn, distill_fn)
 
     net.trained_on = fingerprint(data)  # a resumed checkpoint's own replaces it (Supervised.load_state_dict)
-    return (step_class or Supervised)(net, forward_backward, plan.recipe, data, validate, rng, **extra)
+    step = (step_class or Supervised)(net, forward_backward, plan.recipe, data, validate, rng, **extra)
+    total = max(1, plan.recipe.epochs * steps_per_epoch(data, plan.recipe.batch_size))
+    strat.bind(net, step.optimizers["weights"], total)
+    return step
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,91 @@
+"""`progressive`: progressive shrinking (Once-for-All): the largest subnet first, then ever smaller choices open."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas.space import Config
+from nas.training._base import STRATEGIES, Strategy, steps_taken
+
+
+@STRATEGIES.register("progressive")
+class Progressive(Strategy):
+    """Progressive shrinking: the sandwich rule over a space that opens from the largest subnet down.
+
+    For the first `warm` share of the optimizer steps only the largest subnet trains; then
+    each dimension opens its values from the largest down, evenly, until all are open at the
+    `open` share of the steps. Each step trains the largest subnet, the smallest open one and
+    `n` random open ones, the others distilled from the largest (in-place distillation, as
+    in OFA's shrinking phases). With `smoothing` the largest subnet's cross-entropy (the
+    default loss for class targets; another loss is used as given) smooths its labels by
+    that much (Szegedy et al. 2016), which also softens the teacher of the others. The schedule survives a resume through the optimizer's step
+    count (Adam, AdamW; with SGD it restarts at a resume).
+
+    Example:
+        >>> strategy = Progressive(n=2, warm=0.1, open=0.5)
+        >>> [strategy.opened(t, 4) for t in (0.0, 0.2, 0.4, 0.6)]
+        [1, 2, 4, 4]
+    """
+
+    distills_by_default = True
+    supports_distill = True
+
+    def __init__(self, n: int = 4, warm: float = 0.1, open: float = 0.5, smoothing: float = 0.0):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"The 'n' parameter of Progressive must be an int >= 0, got {n!r}.")
+        if not 0 <= warm <= open <= 1:
+            raise ValueError(f"The 'warm' and 'open' parameters of Progressive must satisfy 0 <= warm <= open <= 1, got {warm!r} and {open!r}.")
+        if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
+            raise ValueError(f"The 'smoothing' parameter of Progressive must be a number in [0, 1), got {smoothing!r}.")
+        self.n, self.warm, self.open, self.smoothing = n, warm, open, smoothing
+        self._total = 1
+        self._count: int | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._params: list[nn.Parameter] = []
+
+    def bind(self, net: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
+        self._total, self._count, self._optimizer, self._params = total_steps, None, optimizer, list(net.parameters())
+
+    def opened(self, t: float, values: int) -> int:
+        """How many of a dimension's `values` (from the largest down) are open at share `t` of training."""
+        if t < self.warm:
+            return 1
+        if t >= self.open or self.open == self.warm:
+            return values
+        return min(values, 1 + math.ceil((values - 1) * (t - self.warm) / (self.open - self.warm)))
+
+    def sample(self, net: nn.Module, t: float, rng: np.random.Generator | None = None) -> Config:
+        """A random config open at share `t` of training (None `rng`: the smallest open one)."""
+        out: Config = {}
+        for dim in net.space.dimensions:
+            if net.space.is_active(dim.name, out):
+                k = self.opened(t, len(dim.values))
+                index = len(dim.values) - k + (0 if rng is None else int(rng.integers(k)))
+                out[dim.name] = dim.values[index]
+        return out
+
+    def step(self, net, x, y, rng, loss, distill):
+        if self._count is None:  # the first step of this run (or of a resumed one: the optimizer's count)
+            self._count = steps_taken(self._optimizer, self._params)
+        t = self._count / self._total
+        self._count += 1
+        with net.activate(net.largest()):
+            out = net(x)
+        if self.smoothing and isinstance(loss, nn.CrossEntropyLoss):
+            value = F.cross_entropy(out, y, weight=loss.weight, ignore_index=loss.ignore_index, label_smoothing=self.smoothing)
+        else:
+            value = loss(out, y)
+        value.backward()
+        if t < self.warm:
+            return value.item()
+        teacher = out.detach()
+        for config in [self.sample(net, t)] + [self.sample(net, t, rng) for _ in range(self.n)]:
+            with net.activate(config):
+                student = net(x)
+            (distill(student, teacher) if distill is not None else loss(student, y)).backward()
+        return value.item()
