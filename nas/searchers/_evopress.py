@@ -148,10 +148,11 @@ class EvoPressSearcher(BudgetSearcher):
         """
         base = self.space.largest()
         metric = self.budget.metric
+        parents = {d.when[0] for d in self.space.dimensions if d.when is not None}
         useful: dict[str, list[int]] = {}
         for name in self.levels:
             values = self.space[name].values
-            if name not in base:
+            if name not in base or name in parents:  # others depend on it: its cost is not its own
                 useful[name] = list(range(len(values)))
                 continue
             costs = [self.cost_of(self.space.validate({**base, name: v}))[metric] for v in values]
