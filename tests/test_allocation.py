@@ -165,6 +165,38 @@ def test_every_level_switch_keeps_the_budget_within_the_tolerance_when_steps_dif
         parent = child
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), budget=st.integers(12, 36))
+def test_every_level_jump_keeps_the_budget_exactly_when_steps_cost_the_same(seed, budget):
+    searcher = EvoPressSearcher(SPACE, ["accuracy:max"], cost=params, constraints=[f"params<={budget}"], tolerance=0.0,
+                                jump=1.0, seed=seed)
+    parent = searcher.start()
+    assert parent is not None
+    for _ in range(10):
+        child = searcher.mutate(parent)  # jump=1: always a level jump
+        assert child is not None and child != parent
+        assert params(child)["params"] == budget
+        parent = child
+
+
+def capped(config) -> dict[str, float]:
+    """Levels 4 and 5 cost the same (as a low-rank layer at half rank costs as much as the dense one)."""
+    return {"params": float(np.minimum(levels(config), 4).sum())}
+
+
+def test_level_steps_pass_over_a_level_that_costs_as_much_as_a_larger_one():
+    searcher = EvoPressSearcher(SPACE, ["accuracy:max"], cost=capped, constraints=["params<=24"], tolerance=0.0, seed=0)
+    assert all([SPACE[n].values[j] for j in searcher.useful[n]] == [1, 2, 3, 5] for n in SPACE.names())
+    parent = {f"l{i}": v for i, v in enumerate([5, 5, 5, 3, 2, 1, 2, 1])}  # 24
+    assert searcher._step(parent, "l0", -1)["l0"] == 3 and searcher._step(parent, "l3", 1)["l3"] == 5
+    for _ in range(30):
+        child = searcher.level_switch(parent)
+        assert child is not None and capped(child)["params"] == 24 and 4 not in levels(child)
+        parent = child
+    plain = EvoPressSearcher(SPACE, ["accuracy:max"], cost=params, constraints=["params<=24"], seed=0)
+    assert all(plain.useful[n] == [0, 1, 2, 3, 4] for n in SPACE.names())  # costs that grow: every level is one
+
+
 def test_every_evopress_proposal_spends_the_budget():
     searcher = EvoPressSearcher(SPACE, ["accuracy:max"], cost=weighted, constraints=["params<=40"], tolerance=0.1, seed=3)
     evaluations = drive(searcher, pairwise, rounds=20, n=4)
@@ -234,6 +266,12 @@ def test_allocation_searchers_need_a_budget_and_a_fitness(name):
         nas.searchers.get(name, SPACE, ["params:min"], cost=params, constraints=["params<=20"])
     with pytest.raises(InvalidConstraint, match="cannot be met: params ranges from 8"):
         nas.searchers.get(name, SPACE, ["accuracy:max"], cost=params, constraints=["params<=5"])
+
+
+@pytest.mark.parametrize("jump", [-0.1, 1.5, True, "0.5"])
+def test_evopress_says_when_jump_is_not_a_probability(jump):
+    with pytest.raises(ValueError, match=r"The 'jump' parameter must be a probability in \[0, 1\], got"):
+        EvoPressSearcher(SPACE, ["accuracy:max"], cost=params, constraints=[f"params<={BUDGET}"], jump=jump, seed=0)
 
 
 def test_evopress_says_when_a_seed_breaks_the_constraints():

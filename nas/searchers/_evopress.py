@@ -77,6 +77,8 @@ class EvoPressSearcher(BudgetSearcher):
             fraction of the calibration data (`subset_screen` builds one for a supernet).
         fidelities: the growing fractions of the selection steps, before the full evaluation.
         initial: configs to evaluate first, each meeting the constraints (else `ValueError`).
+        jump: the probability that a child is a `level_jump` (one layer to any level) rather
+            than a `level_switch` (0: level switches only, as in EvoPress).
         seed: seed of every random choice.
         cost: analytic metrics ``config -> dict`` (required: it gives the budget metric).
     """
@@ -92,6 +94,7 @@ class EvoPressSearcher(BudgetSearcher):
         screen: Screen | None = None,
         fidelities: Sequence[float] = (0.1, 0.3),
         initial: Sequence[Config] = (),
+        jump: float = 0.0,
         seed: int | None = None,
         cost: CostFn | None = None,
     ) -> None:
@@ -110,7 +113,10 @@ class EvoPressSearcher(BudgetSearcher):
         self.tolerance = float(tolerance)
         self.offspring = offspring
         self.screen = screen
+        if isinstance(jump, bool) or not isinstance(jump, (int, float)) or not 0 <= jump <= 1:
+            raise ValueError(f"The 'jump' parameter must be a probability in [0, 1], got {jump!r}.")
         self.fidelities = fidelities
+        self.jump = float(jump)
         self.initial = [space.validate(c) for c in initial]
         for config in self.initial:
             if not self.feasible(config):
@@ -122,6 +128,7 @@ class EvoPressSearcher(BudgetSearcher):
         self.levels = [d.name for d in space.dimensions if d.kind is not str and len(d.values) > 1]
         self._require_levels(self.levels)
         self.lower = self.budget.value * (1 - self.tolerance)
+        self.useful = self._useful_levels()
         self.parent: Config | None = None
         self.parent_value = -math.inf  # fitness in maximisation units
         self.screened = 0.0  # configs screened, in full evaluations (sum of fidelities)
@@ -131,17 +138,46 @@ class EvoPressSearcher(BudgetSearcher):
         """Whether `config` meets every constraint and spends at least ``(1 - tolerance)`` of the budget."""
         return self.feasible(config, key) and self.cost_of(config, key)[self.budget.metric] >= self.lower - 1e-9 * abs(self.lower)
 
+    def _useful_levels(self) -> dict[str, list[int]]:
+        """Per level dimension, the indices of its values that some larger value does not dominate.
+
+        A value is dominated when a larger one costs no more in the budget metric, measured
+        on the largest config with only that layer changed (a low-rank layer at half rank or
+        more costs as much as the dense one, so stepping down to it saves nothing): level
+        steps pass over such values. Without any, every value is a level.
+        """
+        base = self.space.largest()
+        metric = self.budget.metric
+        parents = {d.when[0] for d in self.space.dimensions if d.when is not None}
+        useful: dict[str, list[int]] = {}
+        for name in self.levels:
+            values = self.space[name].values
+            if name not in base or name in parents:  # others depend on it: its cost is not its own
+                useful[name] = list(range(len(values)))
+                continue
+            costs = [self.cost_of(self.space.validate({**base, name: v}))[metric] for v in values]
+            keep = [j for j in range(len(values)) if all(costs[k] > costs[j] for k in range(j + 1, len(values)))]
+            useful[name] = keep if len(keep) > 1 else list(range(len(values)))
+        return useful
+
+    def _target(self, name: str, value: Any, step: int) -> int | None:
+        """The index of the next useful level of `name` above (`step` 1) or below (-1) `value` (None: none)."""
+        index = self.space[name].index(value)
+        ahead = [j for j in self.useful[name] if (j > index if step > 0 else j < index)]
+        if not ahead:
+            return None
+        return ahead[0] if step > 0 else ahead[-1]
+
     def _step(self, config: Config, name: str, step: int) -> Config:
         dim = self.space[name]
         out = dict(config)
-        out[name] = dim.values[dim.index(config[name]) + step]
+        target = self._target(name, config[name], step)
+        assert target is not None  # only _movable layers are stepped
+        out[name] = dim.values[target]
         return repair(self.space, out, self.rng) if self._conditional else out
 
     def _movable(self, config: Config, step: int, exclude: str | None = None) -> list[str]:
-        return [
-            n for n in self.levels
-            if n in config and n != exclude and 0 <= self.space[n].index(config[n]) + step < len(self.space[n].values)
-        ]
+        return [n for n in self.levels if n in config and n != exclude and self._target(n, config[n], step) is not None]
 
     def _settle(self, config: Config) -> Config | None:
         """Step random layers down (over the budget) or up (under it) until `config` is inside, then `_fill` it."""
@@ -179,6 +215,37 @@ class EvoPressSearcher(BudgetSearcher):
             child: Config | None = config
             for _ in range(switches):
                 child = self._switch(child) if child is not None else None
+            if child is not None and child != config:
+                return child
+        return None
+
+    def mutate(self, config: Config) -> Config | None:
+        """A child of `config`: with probability `jump` a `level_jump`, else a `level_switch`."""
+        if self.jump and self.rng.random() < self.jump:
+            return self.level_jump(config)
+        return self.level_switch(config)
+
+    def level_jump(self, config: Config) -> Config | None:
+        """A child of `config`, other than it, inside the budget: one random layer set to a random other useful
+        level, then `_settle`d (other layers stepped one level at a time until it is inside; None: none found).
+
+        A larger move than a level switch: where a layer's accuracy falls steeply just below
+        its top level (a low-rank layer just under the dense cost), only a jump of several
+        levels frees enough of the budget to be worth spending elsewhere.
+        """
+        for _attempt in range(20):
+            name = self.levels[int(self.rng.integers(len(self.levels)))]
+            if name not in config:
+                continue
+            index = self.space[name].index(config[name])
+            others = [j for j in self.useful[name] if j != index]
+            if not others:
+                continue
+            moved = dict(config)
+            moved[name] = self.space[name].values[others[int(self.rng.integers(len(others)))]]
+            if self._conditional:
+                moved = repair(self.space, moved, self.rng)
+            child = self._settle(moved)
             if child is not None and child != config:
                 return child
         return None
@@ -273,7 +340,7 @@ class EvoPressSearcher(BudgetSearcher):
         for _ in range(20 * want):
             if len(children) >= want:
                 break
-            add(self.level_switch(self.parent), children)
+            add(self.mutate(self.parent), children)
         if self.screen is not None and len(children) > need:
             children = self._select(self.screen, children, need)
         return out + children[:need]
