@@ -141,8 +141,12 @@ def interleaved(a, b, repeats: int, device: torch.device, measure=lambda s, d: s
 
 
 def _strategy(net):
+    """The sandwich rule with the family's `n` and distillation. A family trained by progressive
+    shrinking (mlp) runs this same step once all its choices are open (largest, smallest and
+    `n` random subnets); its earlier steps train fewer subnets."""
     recipe = getattr(net, "recipe", None) or {}
-    strategy = get_strategy(recipe.get("strategy", "sandwich"), **recipe.get("strategy_args", {}))
+    n = (recipe.get("strategy_args") or {}).get("n", 4) if recipe.get("strategy", "sandwich") in ("sandwich", "progressive") else 4
+    strategy = get_strategy("sandwich", n=n)
     distill = recipe.get("distill")
     distill = strategy.distills_by_default if distill is None else distill
     return strategy, (kl_divergence if distill else None)
