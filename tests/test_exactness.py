@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _batches import random_batch
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -56,19 +57,10 @@ def _net(name):
     return search_spaces.get(name)
 
 
-def _batch(net, n, seed):
-    gen = torch.Generator().manual_seed(seed)
-    if net.input_dtype == torch.long:
-        x = torch.randint(0, 2, (n, *net.input_shape), generator=gen)
-    else:
-        x = torch.randn(n, *net.input_shape, generator=gen)
-    return x, torch.randint(0, 10, (n,), generator=gen)
-
-
 def _figures(name):
     net = _net(name)
     strategy = get_strategy("sandwich", n=2)
-    x, y = _batch(net, 16, 1)
+    x, y = random_batch(net, 16, 1)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     rng = np.random.default_rng(0)
     net.train()
@@ -107,7 +99,7 @@ def test_training_a_subnet_inside_the_supernet_equals_training_its_extracted_mod
     config = net.sample(np.random.default_rng(3))
     dense = net.extract(config, calibrate=False).train()
     net.train()
-    x, y = _batch(net, 8, 4)
+    x, y = random_batch(net, 8, 4)
     opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (net, dense)]
     for _ in range(3):
         for opt in opts:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _batches import random_batch
 from torch import nn
 
 import nas
@@ -33,20 +34,11 @@ def _net(name):
     return search_spaces.get(name)
 
 
-def _batch(net, n=16, seed=1):
-    gen = torch.Generator().manual_seed(seed)
-    if net.input_dtype == torch.long:
-        x = torch.randint(0, 2, (n, *net.input_shape), generator=gen)
-    else:
-        x = torch.randn(n, *net.input_shape, generator=gen)
-    return x, torch.randint(0, 10, (n,), generator=gen)
-
-
 def _train(net, sliced, steps=3, mixture=0):
     if mixture:
         WeightMixture.attach(net, mixture)
     strategy = get_strategy("sandwich", n=2)
-    x, y = _batch(net)
+    x, y = random_batch(net, 16, 1)
     opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
     rng = np.random.default_rng(0)
     grads = []
