@@ -95,10 +95,11 @@ class SliceGradients:
     def close(self) -> None:
         """End the step; a backward pass with ``create_graph=True`` (which gives a leaf a new
         ``.grad`` instead of adding into it) is refused here, its gradients being incomplete."""
-        replaced = any(leaf.grad is not target for slices in self._used for leaf, target in slices.leaves)
+        replaced = False
         for slices in self._used:
             for leaf, target in slices.leaves:
-                leaf.grad = target
+                if leaf.grad is not target:
+                    replaced, leaf.grad = True, target
         self._used.clear()
         if replaced:
             raise RuntimeError(

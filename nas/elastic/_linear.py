@@ -51,10 +51,7 @@ class ElasticLinear(ElasticModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         i = x.shape[-1]
-        if torch.is_grad_enabled():
-            weight, bias = self._slices(i) if self._sink is None else self._leaves(i, lambda: self._slices(i))
-        else:
-            weight, bias = self._cached(i, lambda: self._slices(i))
+        weight, bias = self._cached(i, lambda: self._slices(i))
         return F.linear(x, weight, bias)
 
     def _cost(self, inputs, output):
