@@ -129,6 +129,7 @@ class SearchSpace:
             self._by_name[dim.name] = dim
         self._graph = graph
         self._canonical = canonical
+        self._draws = tuple((dim.name, dim.values, dim.when) for dim in self.dimensions)
 
     # -- basic facts ---------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -193,7 +194,11 @@ class SearchSpace:
                 continue
             if not present:
                 raise InvalidConfig(f"missing dimension {dim.name!r}: one of {list(dim.values)}")
-            value = _plain(config[dim.name])
+            value = config[dim.name]
+            if type(value) is dim.values[0].__class__ and value in dim.values:  # the common case, checked fast
+                out[dim.name] = value
+                continue
+            value = _plain(value)
             if _kind(value) is not dim.kind:
                 raise InvalidConfig(
                     f"dimension {dim.name!r} takes {dim.kind.__name__} values {list(dim.values)}, "
@@ -215,11 +220,11 @@ class SearchSpace:
     # -- sampling and enumeration --------------------------------------------------------
     def sample(self, rng: np.random.Generator | int | None = None) -> Config:
         """A random config: each active dimension drawn uniformly."""
-        rng = np.random.default_rng(rng)
+        integers = (rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)).integers
         out: Config = {}
-        for dim in self.dimensions:
-            if dim.when is None or out.get(dim.when[0], _MISSING) in dim.when[1]:
-                out[dim.name] = dim.values[int(rng.integers(len(dim.values)))]
+        for name, values, when in self._draws:  # per training step: attribute lookups hoisted
+            if when is None or out.get(when[0], _MISSING) in when[1]:
+                out[name] = values[int(integers(len(values)))]
         return out
 
     def largest(self) -> Config:
@@ -281,10 +286,19 @@ class SearchSpace:
             >>> space.canonical({"depth": 1, "w1": 8})
             {'depth': 1}
         """
-        active = {n: _plain(config[n]) for n in self.active_names(config)}
+        return self.representative({n: _plain(config[n]) for n in self.active_names(config)})
+
+    def representative(self, valid: Config) -> Config:
+        """`canonical` of a config that `validate` returned (its active values only, plain already).
+
+        Example:
+            >>> space = SearchSpace([Choice("depth", [1, 2]), Choice("w1", [8, 16], when=("depth", [2]))])
+            >>> space.representative(space.validate({"depth": 2, "w1": 8}))
+            {'depth': 2, 'w1': 8}
+        """
         if self._canonical is None:
-            return active
-        out = self._canonical(active)
+            return dict(valid)
+        out = self._canonical(valid)
         return {n: _plain(out[n]) for n in self.active_names(out)}
 
     def key(self, config: Mapping[str, Value]) -> str:

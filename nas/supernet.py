@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -184,15 +184,41 @@ class Supernet(nn.Module):
         the previous subnet is restored on exit."""
         return _Activation(self, self._checked(config))
 
+    @contextmanager
+    def switching(self) -> Iterator[Callable[[Mapping[str, Any]], Config]]:
+        """Inside the block, ``switch(config)`` runs `config`'s subnet from then on (checked as by
+        `activate`); the subnet of before is restored once, on exit. Several subnets in a row cost
+        one switch each, where an `activate` block per subnet switches back after each.
+
+        Example:
+            >>> from nas.elastic import ElasticLinear
+            >>> net = Supernet(ElasticLinear(4, 8, out=Choice("width", [4, 8])), input_shape=(4,))
+            >>> with net.switching() as switch:
+            ...     widths = [(switch({"width": w}), net(torch.ones(1, 4)).shape[1])[1] for w in (4, 8)]
+            >>> widths, net.config
+            ([4, 8], {'width': 8})
+        """
+        previous = self._config
+
+        def switch(config: Mapping[str, Any]) -> Config:
+            config = self._checked(config)
+            self._configure(config)
+            return config
+
+        try:
+            yield switch
+        finally:
+            self._configure(previous)
+
     def _checked(self, config: Mapping[str, Any]) -> Config:
         """`config` validated and canonical, memoised by its items (a switch re-checks nothing it has seen)."""
         try:
             key = (tuple(config.items()), tuple(map(type, config.values())))  # types too: True is not 1 here
             hit = self.__dict__.setdefault("_checked_configs", {}).get(key)
         except (AttributeError, TypeError):  # not a mapping, or unhashable values: validate says what is wrong
-            return self.space.canonical(self.space.validate(config))
+            return self.space.representative(self.space.validate(config))
         if hit is None:
-            hit = self.space.canonical(self.space.validate(config))
+            hit = self.space.representative(self.space.validate(config))
             if len(self._checked_configs) >= _CACHE_SIZE:
                 self._checked_configs.clear()
             self._checked_configs[key] = hit

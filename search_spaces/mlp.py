@@ -80,7 +80,9 @@ class MLP(Supernet):
             >>> net.canonical({"depth": 2, "blocks.0.width": 16, "blocks.0.rank": 16, "blocks.1.width": 32, "blocks.1.rank": 16})["blocks.1.rank"]
             32
         """
-        out = super().canonical(config)
+        # Not super().canonical: its proposals are the blocks' own at their largest input widths, and the loop
+        # below asks each block at its actual input width, which proposes those and more.
+        out = dict(config)
         in_width = self.family_args["in_features"]
         blocks = self.body[1].blocks
         for i in range(int(out.get("depth", 0))):  # indexing: slicing a ModuleList builds a new one

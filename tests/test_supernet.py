@@ -101,6 +101,35 @@ def test_activate_rejects_bad_config_before_running(net):
             pass
 
 
+def test_switching_runs_each_subnet_as_activate_does_and_restores_once_even_on_error(net):
+    x = net.example_input(2)
+    if net.input_dtype != torch.long:
+        x = torch.randn_like(x)
+    net.eval()
+    configs = _configs(net, 6)
+    with torch.no_grad():
+        want = []
+        for config in configs:
+            with net.activate(config):
+                want.append((net.config, net(x)))
+        with pytest.raises(RuntimeError, match="boom"):
+            with net.switching() as switch:
+                for config, (config_want, out_want) in zip(configs, want):
+                    assert switch(config) == config_want == net.config
+                    assert torch.equal(net(x), out_want)
+                raise RuntimeError("boom")
+    assert net.config == net.largest()
+
+
+def test_switching_rejects_a_bad_config_before_running_it(net):
+    with net.switching() as switch:
+        switch(net.smallest())
+        with pytest.raises(InvalidConfig, match="unknown dimension"):
+            switch({**net.largest(), "nope": 1})
+        assert net.config == net.canonical(net.smallest())
+    assert net.config == net.largest()
+
+
 def test_registry_lists_families_and_rejects_unknown_names():
     assert search_spaces.names() == sorted(FAMILIES)
     with pytest.raises(ValueError, match="unknown search space family .resnet.; known search space families: cell, cnn, cnn1d, mlp, transformer"):

@@ -74,18 +74,18 @@ class Progressive(Strategy):
             self._count = steps_taken(self._optimizer, self._params)
         t = self._count / self._total
         self._count += 1
-        with net.activate(net.largest()):
+        configs = [] if t < self.warm else [self.sample(net, t)] + [self.sample(net, t, rng) for _ in range(self.n)]
+        with net.switching() as switch:  # one switch per subnet
+            switch(net.largest())
             out = net(x)
-        if self.smoothing and isinstance(loss, nn.CrossEntropyLoss):
-            value = F.cross_entropy(out, y, weight=loss.weight, ignore_index=loss.ignore_index, label_smoothing=self.smoothing)
-        else:
-            value = loss(out, y)
-        value.backward()
-        if t < self.warm:
-            return value.item()
-        teacher = out.detach()
-        for config in [self.sample(net, t)] + [self.sample(net, t, rng) for _ in range(self.n)]:
-            with net.activate(config):
+            if self.smoothing and isinstance(loss, nn.CrossEntropyLoss):
+                value = F.cross_entropy(out, y, weight=loss.weight, ignore_index=loss.ignore_index, label_smoothing=self.smoothing)
+            else:
+                value = loss(out, y)
+            value.backward()
+            teacher = out.detach()
+            for config in configs:
+                switch(config)
                 student = net(x)
-            (distill(student, teacher) if distill is not None else loss(student, y)).backward()
+                (distill(student, teacher) if distill is not None else loss(student, y)).backward()
         return value.item()

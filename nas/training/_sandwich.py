@@ -34,13 +34,14 @@ class Sandwich(Strategy):
 
     def step(self, net, x, y, rng, loss, distill):
         configs = [net.smallest()] + [net.sample(rng) for _ in range(self.n)]
-        with net.activate(net.largest()):
+        with net.switching() as switch:  # one switch per subnet
+            switch(net.largest())
             out = net(x)
-        value = loss(out, y)
-        value.backward()
-        teacher = out.detach()
-        for config in configs:
-            with net.activate(config):
+            value = loss(out, y)
+            value.backward()
+            teacher = out.detach()
+            for config in configs:
+                switch(config)
                 student = net(x)
-            (distill(student, teacher) if distill is not None else loss(student, y)).backward()
+                (distill(student, teacher) if distill is not None else loss(student, y)).backward()
         return value.item()
