@@ -78,6 +78,7 @@ RANKS = tuple(k / 32 for k in range(1, 17)) + (1.0,)
 EPOCHS = {"mlp": 30, "transformer": 15}
 DP_SEED = 0.1  # chosen on validation fitness (see the module docstring)
 JUMP = 0.5
+PATIENCE = 0
 
 
 def mnist1d_data(samples: int, seed: int) -> Data:
@@ -262,7 +263,7 @@ def evopress(net, calibration: Calibration, constraint: list[str], args, seeds: 
     """An evopress searcher seeded with `seeds`, screening on growing fractions of the validation split."""
     return EvoPressSearcher(net.space, objectives(args), cost=net.cost, constraints=constraint, tolerance=args.tolerance,
                             offspring=args.offspring, screen=calibration.screen(net), fidelities=args.fidelities,
-                            initial=seeds, jump=args.jump, seed=args.seed)
+                            initial=seeds, jump=args.jump, patience=args.patience or None, seed=args.seed)
 
 
 def objectives(args) -> list[str]:
@@ -374,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seed evopress also with the solution of a dp whose tables are measured on this fraction of "
                              "validation, their cost counted in --evals (0: no dp seed)")
     parser.add_argument("--jump", type=float, default=JUMP, help="probability that an evopress child is a level jump")
+    parser.add_argument("--patience", type=int, default=PATIENCE,
+                        help="evopress restarts from its next seed after this many told children without improvement (0: never)")
     parser.add_argument("--samples", type=int, default=20000)
     parser.add_argument("--epochs", type=int, default=0, help="training epochs (default: mlp 30, transformer 15)")
     parser.add_argument("--seed", type=int, default=0)

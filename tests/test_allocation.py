@@ -257,6 +257,69 @@ def test_evopress_counts_screening_in_full_evaluations_and_bounds_each_ask():
     assert evo.ask_cost(1) == pytest.approx(1 + 16 * 0.1 + 4 * 0.3)  # 16 children, 4 survive the first step, 1 the second
 
 
+# -- restarts: a seed no child improves does not hold the rest of the evaluations -------------
+TOP = {f"l{i}": 3 for i in range(LAYERS)}  # 24: the best config of `cliff`, a point no child improves
+SECOND = {f"l{i}": v for i, v in enumerate([5, 1, 5, 1, 5, 1, 5, 1])}  # 24
+
+
+def cliff(v: np.ndarray) -> np.ndarray:
+    """Best at `TOP` (0), then `separable` pulled below it: every child of `TOP` is worse."""
+    return np.where((v == 3).all(axis=-1), 0.0, separable(v) - 10)
+
+
+def restarting(seed: int, patience: int = 3, **kwargs) -> EvoPressSearcher:
+    return EvoPressSearcher(SPACE, ["accuracy:max"], cost=params, constraints=[f"params<={BUDGET}"], tolerance=0.0,
+                            initial=[SECOND, TOP], patience=patience, seed=seed, **kwargs)
+
+
+def test_after_patience_children_without_improvement_the_search_restarts_from_the_next_best_seed():
+    evo = restarting(0, patience=3)
+    drive(evo, cliff, rounds=2, n=1)  # the two seeds
+    assert evo.parent == TOP and evo.restarts == []
+    drive(evo, cliff, rounds=3, n=1)  # three children of TOP, none better
+    assert evo.restarts == [5] and evo.parent == SECOND
+    drive(evo, cliff, rounds=40, n=1)
+    assert evo.best == TOP and evo.best_value == 0.0  # the answer is the best told config, over every chain
+    assert best_within(evo.evaluations).config == TOP
+    plain = EvoPressSearcher(SPACE, ["accuracy:max"], cost=params, constraints=[f"params<={BUDGET}"], tolerance=0.0,
+                             initial=[SECOND, TOP], seed=0)
+    drive(plain, cliff, rounds=45, n=1)
+    assert plain.restarts == [] and plain.parent == TOP  # without patience: EvoPress's single chain
+
+
+def test_once_every_seed_has_had_a_chain_a_restart_goes_back_to_the_best_told_config():
+    evo = restarting(1, patience=2)
+    drive(evo, cliff, rounds=2 + 2, n=1)  # seeds, then TOP's chain stalls: SECOND's chain
+    assert evo.parent == SECOND or evo.parent_value > cliff(levels(SECOND))
+    while len(evo.restarts) < 2:
+        drive(evo, cliff, rounds=1, n=1)
+    at = evo.restarts[1]
+    assert evo.parent == evo.best == TOP and len(evo.evaluations) == at
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), patience=st.integers(1, 6))
+def test_with_restarts_every_proposal_keeps_the_budget_and_the_best_is_never_worse_than_a_seed(seed, patience):
+    evo = restarting(seed, patience=patience, screen=noisy_screen(cliff), offspring=8)
+    drive(evo, cliff, rounds=30, n=1)
+    assert all(params(e.config)["params"] == BUDGET for e in evo.evaluations)
+    assert evo.best == TOP and evo.restarts  # TOP's chain cannot improve: it restarted
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_restarts_are_deterministic_per_seed_and_resume_exactly(seed):
+    a, b = restarting(seed), restarting(seed)
+    drive(a, cliff, rounds=20, n=2)
+    drive(b, cliff, rounds=20, n=2)
+    assert [e.config for e in a.evaluations] == [e.config for e in b.evaluations] and a.restarts == b.restarts
+    c = restarting(seed)
+    c.resume(a.evaluations, list(range(2, len(a.evaluations) + 1, 2)))
+    assert (c.parent, c.restarts) == (a.parent, a.restarts) and a.ask(2) == c.ask(2)
+    other = restarting(seed + 1)
+    drive(other, cliff, rounds=20, n=2)
+    assert [e.config for e in other.evaluations] != [e.config for e in a.evaluations]
+
+
 # -- bad input --------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["evopress", "dp"])
 def test_allocation_searchers_need_a_budget_and_a_fitness(name):
@@ -284,3 +347,9 @@ def test_evopress_says_when_no_config_fits_the_budget_band():
     searcher = EvoPressSearcher(SPACE, ["accuracy:max"], cost=weighted, constraints=["params<=40.5"], tolerance=0.0, seed=0)
     with pytest.raises(ValueError, match="found no config inside the budget"):
         searcher.ask(1)
+
+
+@pytest.mark.parametrize("patience", [0, -1, 1.5, True, "3"])
+def test_evopress_says_when_patience_is_not_a_positive_int(patience):
+    with pytest.raises(ValueError, match=r"The 'patience' parameter must be None or an int >= 1, got"):
+        EvoPressSearcher(SPACE, ["accuracy:max"], cost=params, constraints=[f"params<={BUDGET}"], patience=patience, seed=0)

@@ -47,7 +47,11 @@ class EvoPressSearcher(BudgetSearcher):
     `screen` function they go through multi-step selection, scored at each of the growing
     `fidelities` (fractions of the calibration data) and cut geometrically from `offspring`
     to ``n`` survivors, so most children cost a fraction of one evaluation; without one, ``n``
-    children are proposed as they come. `spent` counts the evaluations in full-evaluation
+    children are proposed as they come. With `patience`, the search restarts when that many
+    children in a row have not improved the parent: the best seed it has not started from
+    becomes the parent (a new chain; once every seed has had one, the best told config), so
+    a seed that is a local optimum (a `dp` solution no mutation improves) does not hold the
+    rest of the evaluations; the answer is still the best told config. `spent` counts the evaluations in full-evaluation
     equivalents (told ones plus the screening) and `ask_cost(n)` bounds what the next ask
     spends, so a caller can keep to an evaluation budget. State is the told evaluations
     (and a deterministic `screen`), so a seeded run resumes exactly.
@@ -79,6 +83,8 @@ class EvoPressSearcher(BudgetSearcher):
         initial: configs to evaluate first, each meeting the constraints (else `ValueError`).
         jump: the probability that a child is a `level_jump` (one layer to any level) rather
             than a `level_switch` (0: level switches only, as in EvoPress).
+        patience: restart from the next seed after this many told children in a row that do
+            not improve the parent (None: never, as in EvoPress).
         seed: seed of every random choice.
         cost: analytic metrics ``config -> dict`` (required: it gives the budget metric).
     """
@@ -95,6 +101,7 @@ class EvoPressSearcher(BudgetSearcher):
         fidelities: Sequence[float] = (0.1, 0.3),
         initial: Sequence[Config] = (),
         jump: float = 0.0,
+        patience: int | None = None,
         seed: int | None = None,
         cost: CostFn | None = None,
     ) -> None:
@@ -115,8 +122,11 @@ class EvoPressSearcher(BudgetSearcher):
         self.screen = screen
         if isinstance(jump, bool) or not isinstance(jump, (int, float)) or not 0 <= jump <= 1:
             raise ValueError(f"The 'jump' parameter must be a probability in [0, 1], got {jump!r}.")
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+            raise ValueError(f"The 'patience' parameter must be None or an int >= 1, got {patience!r}.")
         self.fidelities = fidelities
         self.jump = float(jump)
+        self.patience = patience
         self.initial = [space.validate(c) for c in initial]
         for config in self.initial:
             if not self.feasible(config):
@@ -131,6 +141,13 @@ class EvoPressSearcher(BudgetSearcher):
         self.useful = self._useful_levels()
         self.parent: Config | None = None
         self.parent_value = -math.inf  # fitness in maximisation units
+        self.best: Config | None = None  # the best told config meeting the constraints, over every chain
+        self.best_value = -math.inf
+        self._seed_keys = {space.key(c) for c in self.initial}
+        self._seeds: dict[str, tuple[Config, float]] = {}  # told seeds: key -> (config, fitness)
+        self._started: set[str] = set()  # the seeds a chain has started from
+        self._stall = 0  # told children since the parent last improved
+        self.restarts: list[int] = []  # after how many told evaluations each restart came
         self.screened = 0.0  # configs screened, in full evaluations (sum of fidelities)
 
     # -- the budget ----------------------------------------------------------------------
@@ -301,10 +318,36 @@ class EvoPressSearcher(BudgetSearcher):
         return n + sum(f * k for f, k in zip(self.fidelities, self._schedule(max(children, self.offspring), children)))
 
     def _tell(self, told: list[Told]) -> None:
-        for t in told:
+        for i, t in enumerate(told):
             value = self._value(t.evaluation)
-            if value > self.parent_value and self.feasible(t.config, t.key):
-                self.parent, self.parent_value = t.config, value
+            ok = self.feasible(t.config, t.key)
+            if ok and value > self.best_value:
+                self.best, self.best_value = t.config, value
+            if t.key in self._seed_keys:  # a seed: the first chain starts from the best of them
+                if ok and math.isfinite(value):
+                    self._seeds[t.key] = (t.config, value)
+                if ok and value > self.parent_value:
+                    self.parent, self.parent_value = t.config, value
+                    self._started = {t.key}
+                continue
+            if ok and value > self.parent_value:
+                self.parent, self.parent_value, self._stall = t.config, value, 0
+            else:
+                self._stall += 1
+            if self.patience is not None and self._stall >= self.patience:
+                self._restart(len(self.evaluations) - len(told) + i + 1)
+
+    def _restart(self, at: int) -> None:
+        """A new chain: from the best seed none has started from, else from the best told config."""
+        fresh = [(value, key) for key, (_, value) in self._seeds.items() if key not in self._started]
+        if fresh:
+            value, key = max(fresh)
+            self._started.add(key)
+            self.parent, self.parent_value = self._seeds[key][0], value
+        else:
+            self.parent, self.parent_value = self.best, self.best_value
+        self._stall = 0
+        self.restarts.append(at)
 
     def _ask(self, n: int) -> list[Config]:
         out: list[Config] = []
