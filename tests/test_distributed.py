@@ -108,6 +108,25 @@ def test_ray_only_arguments_are_refused_for_local_training():
         train_supernet(_net(), epochs=1, backend="ray", callback=print, progress=False)
 
 
+_TRAIN_SETTINGS = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "RAY_TRAIN_METRICS_ENABLED")
+
+
+def test_ray_train_settings_turn_a_private_rays_watchers_off_for_the_call_and_yield_to_the_users(monkeypatch):
+    from nas.training._distributed import _train_settings
+
+    for key in _TRAIN_SETTINGS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RAY_TRAIN_METRICS_ENABLED", "1")  # the user's own
+    with _train_settings(private=True):
+        assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.2"
+        assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
+        assert os.environ["RAY_TRAIN_METRICS_ENABLED"] == "1"
+    assert [k for k in _TRAIN_SETTINGS if k in os.environ] == ["RAY_TRAIN_METRICS_ENABLED"]  # restored
+    with _train_settings(private=False):  # a cluster joined: its preemption watcher and metrics stay on
+        assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.2" and "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER" not in os.environ
+    assert "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" not in os.environ
+
+
 @pytest.mark.parametrize("argv, match", [
     (["--workers", "0"], "--workers must be an int >= 1, got 0"),
     (["--ray-address", "127.0.0.1:1"], "'--ray-address' parameter is '127.0.0.1:1', but no Ray cluster answers there"),

@@ -142,8 +142,9 @@ def test_a_driver_killed_mid_training_resumes_from_its_checkpoint_when_run_again
         driver.send_signal(signal.SIGKILL)  # the driver alone: its private Ray is left to fend for itself
         driver.wait()
         driver.stdout.close()
-        # Ray's raylet, GCS and workers share the driver's fate; its two agents notice the raylet
-        # die but hang on: end what is left of the dead driver's cluster, and only that
+        # Ray's raylet, GCS and workers share the driver's fate; its two agents (dashboard and
+        # runtime-env) notice the raylet die, then wait out a 60 s timeout publishing that to the
+        # dead GCS before they exit: end what is left of the dead driver's cluster, and only that
         _end(tmp)
         killed = read_checkpoint(run / "supernet.pt")  # nothing writes it any more
         assert 1 <= killed["epoch"] < EPOCHS  # killed mid-training

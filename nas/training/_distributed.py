@@ -23,8 +23,10 @@ How it works, and why:
   SyncBatchNorm). A per-parameter flag in the same buffer keeps a parameter no subnet used
   this step gradient-free (None), as in one process, so AdamW leaves it alone.
 * Checkpoints: worker 0 writes ``supernet.pt`` (the format of `fit`) into the run
-  directory after every epoch, and reports it to Ray Train as that epoch's checkpoint
-  (``ray.train.report``); the other workers only read it. The driver holds the run
+  directory after every epoch, and reports that epoch to Ray Train as a checkpoint
+  (``ray.train.report``): a marker naming the epoch and the file, not a copy of it (Ray
+  would copy the whole state, 16 MB for the bench's mlp, into its storage every epoch,
+  while every worker reads the run directory anyway); the other workers only read it. The driver holds the run
   directory's lock for the whole run, so the workers write without it. A worker that dies
   makes Ray Train restart the worker group (``FailureConfig(max_failures)``); seeing a
   reported checkpoint, the new workers resume from the run directory's last epoch. A
@@ -52,6 +54,8 @@ How it works, and why:
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
 import shutil
@@ -73,6 +77,8 @@ from nas.rundir import RunDir
 from nas.training._fit import _check_resumable, fit, read_checkpoint
 from nas.training._plan import Plan, supernet_step
 from nas.training._supervised import Supervised
+
+_MARKER = "nas-epoch.json"  # what worker 0 reports to Ray Train as each epoch's checkpoint
 
 
 class DistributedError(NASError, ValueError):
@@ -334,20 +340,49 @@ def _fit_on_ray(net, plan, rundir, resume, workers, use_gpu, address, cpus, max_
                                    f"but the Ray cluster has {cluster_cpus:g} CPUs.")
         if plan.precision != "fp32" and not use_gpu:
             check_precision(plan.precision, "cpu")
-        return _trainer_fit(net, plan, rundir, resume, workers, bool(use_gpu), cpus, max_failures, storage, progress, start)
+        with _train_settings(private=_started_here()):
+            return _trainer_fit(net, plan, rundir, resume, workers, bool(use_gpu), cpus, max_failures, storage, progress, start)
     finally:
         if owns and ray.is_initialized():
             ray.shutdown()
         shutil.rmtree(storage, ignore_errors=True)
 
 
+def _started_here() -> bool:
+    """Whether the Ray this process is connected to is one it started (a private local Ray, as
+    `nas.backends.init_ray` starts without an address), not a cluster it joined."""
+    from ray._private import worker
+
+    return bool(getattr(getattr(worker, "_global_node", None), "head", False))
+
+
+@contextlib.contextmanager
+def _train_settings(*, private: bool) -> Iterator[None]:
+    """Ray Train's settings for one call (environment variables, which the driver passes on
+    to the controller and the workers), each unless the user set it, restored after.
+
+    Ray Train's controller takes a worker's report every health-check interval (2 s by
+    default) and a worker's next report waits for it: epochs shorter than that would wait,
+    so it is 0.2 s. On a private Ray started by this process (no dashboard to show metrics,
+    no node to be preempted) the preemption watcher (an actor that polls) and the metrics callbacks are
+    off, so that on a machine with as many cores as workers their CPU does not go to Ray.
+    """
+    values = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+    if private:
+        values.update(RAY_TRAIN_ENABLE_PREEMPTION_WATCHER="0", RAY_TRAIN_METRICS_ENABLED="0")
+    added = [k for k in values if k not in os.environ]
+    os.environ.update({k: values[k] for k in added})
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
 def _trainer_fit(net, plan, rundir, resume, workers, use_gpu, cpus, max_failures, storage, progress, start) -> dict[str, Any]:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    # Ray Train's controller takes a worker's report every health-check interval (2 s by
-    # default) and a worker's next report waits for it: epochs shorter than that would wait.
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # passed on to the controller
     home = next(net.parameters()).device
     shipped = net if home.type == "cpu" else _cpu_copy(net)
     fresh = Data(plan.data.train, plan.data.val, plan.data.test)  # without cached tensors
@@ -449,9 +484,9 @@ def _worker(config: dict[str, Any]) -> None:
         metrics = {k: v for k, v in record.items() if isinstance(v, (int, float)) and math.isfinite(v)}
         if rank == 0 and payload["feed"] is not None:
             payload["feed"].put_nowait(metrics)  # the driver's progress bar
-        if rank == 0:
+        if rank == 0:  # the checkpoint is the run directory's; Ray Train gets a marker of it (a few bytes to persist, not the supernet)
             with tempfile.TemporaryDirectory(prefix="nas-ckpt-") as tmp:
-                _link_or_copy(rundir.checkpoint, Path(tmp) / rundir.checkpoint.name)
+                (Path(tmp) / _MARKER).write_text(json.dumps({"epoch": int(record["epoch"]), "checkpoint": str(rundir.checkpoint)}))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics)
@@ -472,13 +507,6 @@ def replica_step(net: nn.Module, plan: Plan, rank: int, world: int) -> Replica:
     step = supernet_step(net, plan._replace(data=shard), Replica, rank=rank, world=world, validates=True, val_slice=(n, total))
     net.trained_on = fingerprint(plan.data)  # type: ignore[assignment]  # the whole data's, as one process records it
     return step  # type: ignore[return-value]
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 __all__ = ["DistributedError", "Replica", "check_address", "train_distributed"]
