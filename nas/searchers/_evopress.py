@@ -38,23 +38,24 @@ class EvoPressSearcher(BudgetSearcher):
 
     The search is a (1 + lambda) evolution on the first objective that `cost` does not give
     (the fitness, e.g. accuracy): the parent is the best told config that meets the
-    constraints. The `initial` configs (the seeds: e.g. a uniform allocation, sensitivity
-    priors, the `dp` solution) are proposed first, all of them, before any child; a seed
-    only has to meet the constraints (it may spend less than the band), and since the parent
-    is the best told config, the search never ends worse than its best seed on the data its
-    evaluations measure. Then at every `ask(n)`, `offspring` distinct unseen children of the
-    parent are made (random configs moved inside the budget while there is no parent); with a
-    `screen` function they go through multi-step selection, scored at each of the growing
-    `fidelities` (fractions of the calibration data) and cut geometrically from `offspring`
-    to ``n`` survivors, so most children cost a fraction of one evaluation; without one, ``n``
-    children are proposed as they come. With `patience`, the search restarts when that many
-    children in a row have not improved the parent: the best seed it has not started from
-    becomes the parent (a new chain; once every seed has had one, the best told config), so
-    a seed that is a local optimum (a `dp` solution no mutation improves) does not hold the
-    rest of the evaluations; the answer is still the best told config. `spent` counts the evaluations in full-evaluation
+    constraints (of its chain, with restarts). The `initial` configs (the seeds: e.g. a
+    uniform allocation, sensitivity priors, the `dp` solution) are proposed first, all of
+    them, before any child; a seed only has to meet the constraints (it may spend less than
+    the band), and since `best` is the best told config, the search never ends worse than
+    its best seed on the data its evaluations measure. Then at every `ask(n)`, `offspring`
+    distinct unseen children of the parent are made (random configs moved inside the budget
+    while there is no parent); with a `screen` function they go through multi-step
+    selection, scored at each of the growing `fidelities` (fractions of the calibration
+    data) and cut geometrically from `offspring` to ``n`` survivors, so most children cost a
+    fraction of one evaluation; without one, ``n`` children are proposed as they come. With
+    `patience`, the search restarts when that many children in a row have not improved the
+    parent: the best seed it has not started from becomes the parent (a new chain; once
+    every seed has had one, the best told config), so a seed that is a local optimum (a `dp`
+    solution no mutation improves) does not hold the rest of the evaluations; the answer is
+    still `best`, the best told config. `spent` counts the evaluations in full-evaluation
     equivalents (told ones plus the screening) and `ask_cost(n)` bounds what the next ask
-    spends, so a caller can keep to an evaluation budget. State is the told evaluations
-    (and a deterministic `screen`), so a seeded run resumes exactly.
+    spends, so a caller can keep to an evaluation budget. State is the told evaluations (and
+    a deterministic `screen`), so a seeded run resumes exactly.
 
     Example:
         >>> from nas import Choice, Evaluation, SearchSpace
