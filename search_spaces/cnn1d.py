@@ -61,7 +61,11 @@ class CNN1D(Supernet):
     # recalibrated on 16 batches instead of 4: 0.400; in-place distillation (KL) at 30 epochs 0.255 (largest 93.0 vs
     # 98.6); FairNAS-style balanced sampling 0.593 but largest / smallest 94.7 / 91.8 vs 98.6 / 96.5 from scratch;
     # 45 epochs 0.327 (worst gap 3.1 points, 18% more time); n=1 at 40 epochs 0.182. This recipe at supernet seeds 1 / 2:
-    # 0.473 / 0.327, so one seed's tau moves by ~0.1 and none of these levers is told apart from it.
+    # 0.473 / 0.327, so one seed's tau moves by ~0.1 and none of these levers is told apart from it. The full bench
+    # (16 subnets, 3 scratch seeds, noise ceiling 0.773): this recipe 0.538 / 0.460 at supernet seeds 0 / 1 (worst gap
+    # 3.6 / 3.4 points, largest and smallest within 0.7, 0.35x the 16 scratch trainings); random subnets spread over
+    # the log-params range (bench/ranking.py's sandwich_spread) 0.303 / 0.295, worst gap 5.1 / 6.0; distillation
+    # after a 30% warm-up on labels (sandwich_kdwarm) 0.544 / 0.414, worst gap 3.7 / 3.7.
     recipe = {"strategy": "sandwich", "strategy_args": {"n": 2}, "distill": False, "steps": 1500, "lr": 1e-2, "batch_size": 64}
 
     def __init__(
