@@ -372,18 +372,8 @@ class SandwichSpread(Sandwich):
 
     name = "sandwich_spread"
 
-    def step(self, net, x, y, rng, loss, distill):
-        configs = [net.smallest()] + [spread_sample(net.space, rng) for _ in range(self.n)]
-        with net.activate(net.largest()):
-            out = net(x)
-        value = loss(out, y)
-        value.backward()
-        teacher = out.detach()
-        for config in configs:
-            with net.activate(config):
-                student = net(x)
-            (distill(student, teacher) if distill is not None else loss(student, y)).backward()
-        return value.item()
+    def draw(self, net, rng):
+        return [spread_sample(net.space, rng) for _ in range(self.n)]
 
 
 class SandwichKDWarm(Sandwich):
@@ -397,31 +387,22 @@ class SandwichKDWarm(Sandwich):
     def __init__(self, n: int = 2, warm: float = 0.3, ramp: float = 0.2, mix: float = 0.5):
         super().__init__(n=n)
         self.warm, self.ramp, self.mix = warm, ramp, mix
-        self._count, self._total = 0, 1
+        self._count, self._total, self._w = 0, 1, 0.0
 
     def bind(self, net, optimizer, total_steps):
         self._count, self._total = 0, total_steps
 
     def step(self, net, x, y, rng, loss, distill):
-        from nas.training import kl_divergence
-
         t = self._count / self._total
         self._count += 1
-        w = self.mix * min(1.0, max(0.0, (t - self.warm) / max(self.ramp, 1e-9)))
-        configs = [net.smallest()] + [net.sample(rng) for _ in range(self.n)]
-        with net.activate(net.largest()):
-            out = net(x)
-        value = loss(out, y)
-        value.backward()
-        teacher = out.detach()
-        for config in configs:
-            with net.activate(config):
-                student = net(x)
-            part = loss(student, y)
-            if w > 0:
-                part = (1 - w) * part + w * kl_divergence(student, teacher)
-            part.backward()
-        return value.item()
+        self._w = self.mix * min(1.0, max(0.0, (t - self.warm) / max(self.ramp, 1e-9)))
+        return super().step(net, x, y, rng, loss, distill)
+
+    def student_loss(self, student, teacher, y, loss, distill):
+        from nas.training import kl_divergence
+
+        part = loss(student, y)
+        return (1 - self._w) * part + self._w * kl_divergence(student, teacher) if self._w > 0 else part
 
 
 # registered so that spawned workers (which import this file as their main module) find them by name

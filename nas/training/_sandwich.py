@@ -33,7 +33,7 @@ class Sandwich(Strategy):
         self.n = n
 
     def step(self, net, x, y, rng, loss, distill):
-        configs = [net.smallest()] + [net.sample(rng) for _ in range(self.n)]
+        configs = [net.smallest()] + self.draw(net, rng)
         with net.switching() as switch:  # one switch per subnet
             switch(net.largest())
             out = net(x)
@@ -42,6 +42,13 @@ class Sandwich(Strategy):
             teacher = out.detach()
             for config in configs:
                 switch(config)
-                student = net(x)
-                (distill(student, teacher) if distill is not None else loss(student, y)).backward()
+                self.student_loss(net(x), teacher, y, loss, distill).backward()
         return value.item()
+
+    def draw(self, net, rng) -> list:
+        """The step's `n` random subnets, uniform over the space (a variant may draw otherwise)."""
+        return [net.sample(rng) for _ in range(self.n)]
+
+    def student_loss(self, student, teacher, y, loss, distill):
+        """A student's loss: distillation from the largest subnet's detached outputs when on, else the labels'."""
+        return distill(student, teacher) if distill is not None else loss(student, y)
