@@ -88,8 +88,13 @@ printed beside each tau.
     #   '[["kdwarm", ["sandwich_kdwarm", {"n": 2, "warm": 0.3, "ramp": 0.2, "mix": 0.5}], false, {}]]', and seed 1):
     #   0.544 / 0.414, worst gap 3.7 / 3.7 (15 / 13 of 16 within 3.0), largest 98.2 / 98.7, smallest 96.2 / 96.5, ratio
     #   0.43 / 0.42 (CPU time under heavier load than the scratch runs'). None beats the default beyond the seed's
-    #   own spread (0.08 here), and the ceiling 0.773 is below the 0.8 target. Not run: seeds 3-4 of the scratch
-    #   truth, the ladder on cnn1d.
+    #   own spread (0.08 here), and the ceiling 0.773 is below the 0.8 target.
+    #   The 16 x 5 truth (seeds 3-4 added; quiet machine, 525 s wall on 2 workers):
+    #   python bench/ranking.py --data mnist1d --families cnn1d --scratch-seeds 5 --strategies default,default_s1 \
+    #       --extra '[["default_s1", null, null, {"seed": 1}]]' --calibrations 4 --cache DIR --no-latency --verbose
+    #   noise ceiling 0.708 (5 seeds); default tau 0.494 / 0.450 at supernet seeds 0 / 1, worst gap 3.40 / 3.78 (13 / 12
+    #   of 16 within 3.0), largest 98.5 vs 98.6, smallest 95.8 vs 96.0, ratio 0.264 / 0.279 (timed quiet: the 0.34
+    #   above were loaded). Not run: the ladder on cnn1d.
 """
 
 from __future__ import annotations
