@@ -10,11 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.space import Config
-from nas.training._base import STRATEGIES, Strategy, steps_taken
+from nas.training._base import STRATEGIES, steps_taken
+from nas.training._sandwich import Sandwich
 
 
 @STRATEGIES.register("progressive")
-class Progressive(Strategy):
+class Progressive(Sandwich):
     """Progressive shrinking: the sandwich rule over a space that opens from the largest subnet down.
 
     For the first `warm` share of the optimizer steps only the largest subnet trains; then
@@ -32,9 +33,6 @@ class Progressive(Strategy):
         [1, 2, 4, 4]
     """
 
-    distills_by_default = True
-    supports_distill = True
-
     def __init__(self, n: int = 4, warm: float = 0.1, open: float = 0.5, smoothing: float = 0.0):
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"The 'n' parameter of Progressive must be an int >= 0, got {n!r}.")
@@ -42,9 +40,11 @@ class Progressive(Strategy):
             raise ValueError(f"The 'warm' and 'open' parameters of Progressive must satisfy 0 <= warm <= open <= 1, got {warm!r} and {open!r}.")
         if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
             raise ValueError(f"The 'smoothing' parameter of Progressive must be a number in [0, 1), got {smoothing!r}.")
-        self.n, self.warm, self.open, self.smoothing = n, warm, open, smoothing
+        super().__init__(n=n)
+        self.warm, self.open, self.smoothing = warm, open, smoothing
         self._total = 1
         self._count: int | None = None
+        self._t = 0.0  # the share of training the current step is at
         self._optimizer: torch.optim.Optimizer | None = None
         self._params: list[nn.Parameter] = []
 
@@ -72,20 +72,17 @@ class Progressive(Strategy):
     def step(self, net, x, y, rng, loss, distill):
         if self._count is None:  # the first step of this run (or of a resumed one: the optimizer's count)
             self._count = steps_taken(self._optimizer, self._params)
-        t = self._count / self._total
+        self._t = self._count / self._total
         self._count += 1
-        configs = [] if t < self.warm else [self.sample(net, t)] + [self.sample(net, t, rng) for _ in range(self.n)]
-        with net.switching() as switch:  # one switch per subnet
-            switch(net.largest())
-            out = net(x)
-            if self.smoothing and isinstance(loss, nn.CrossEntropyLoss):
-                value = F.cross_entropy(out, y, weight=loss.weight, ignore_index=loss.ignore_index, label_smoothing=self.smoothing)
-            else:
-                value = loss(out, y)
-            value.backward()
-            teacher = out.detach()
-            for config in configs:
-                switch(config)
-                student = net(x)
-                (distill(student, teacher) if distill is not None else loss(student, y)).backward()
-        return value.item()
+        return super().step(net, x, y, rng, loss, distill)
+
+    def students(self, net, rng) -> list:
+        """No subnets while the largest trains alone (the first `warm` share), then the smallest open subnet and `n` random open ones."""
+        t = self._t
+        return [] if t < self.warm else [self.sample(net, t)] + [self.sample(net, t, rng) for _ in range(self.n)]
+
+    def teacher_loss(self, out, y, loss):
+        """The largest subnet's loss; with `smoothing`, its cross-entropy on smoothed labels."""
+        if self.smoothing and isinstance(loss, nn.CrossEntropyLoss):
+            return F.cross_entropy(out, y, weight=loss.weight, ignore_index=loss.ignore_index, label_smoothing=self.smoothing)
+        return loss(out, y)

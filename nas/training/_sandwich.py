@@ -33,11 +33,11 @@ class Sandwich(Strategy):
         self.n = n
 
     def step(self, net, x, y, rng, loss, distill):
-        configs = [net.smallest()] + self.draw(net, rng)
+        configs = self.students(net, rng)
         with net.switching() as switch:  # one switch per subnet
             switch(net.largest())
             out = net(x)
-            value = loss(out, y)
+            value = self.teacher_loss(out, y, loss)
             value.backward()
             teacher = out.detach()
             for config in configs:
@@ -45,9 +45,17 @@ class Sandwich(Strategy):
                 self.student_loss(net(x), teacher, y, loss, distill).backward()
         return value.item()
 
+    def students(self, net, rng) -> list:
+        """The subnets a step trains after the largest: the smallest and `draw`'s."""
+        return [net.smallest()] + self.draw(net, rng)
+
     def draw(self, net, rng) -> list:
         """The step's `n` random subnets, uniform over the space (a variant may draw otherwise)."""
         return [net.sample(rng) for _ in range(self.n)]
+
+    def teacher_loss(self, out, y, loss):
+        """The largest subnet's loss, on the labels."""
+        return loss(out, y)
 
     def student_loss(self, student, teacher, y, loss, distill):
         """A student's loss: distillation from the largest subnet's detached outputs when on, else the labels'."""
