@@ -81,15 +81,26 @@ class MLP(Supernet):
             32
         """
         # Not super().canonical: its proposals are the blocks' own at their largest input widths, and the loop
-        # below asks each block at its actual input width, which proposes those and more.
+        # below asks each block at its actual input width, which proposes those and more. Each block's answer
+        # for (input width, width, rank) is memoised: a training step checks several unseen configs.
         out = dict(config)
         in_width = self.family_args["in_features"]
         blocks = self.body[1].blocks
+        answers = self.__dict__.setdefault("_equivalents", {})
         for i in range(int(out.get("depth", 0))):  # indexing: slicing a ModuleList builds a new one
-            block = blocks[i]
-            layer, width = block[0], out.get(f"blocks.{i}.width")
+            width = out.get(f"blocks.{i}.width")
             if width is None:
                 break
-            out.update(layer.equivalent(out, in_width=in_width))
+            key = (i, in_width, width, out.get(f"blocks.{i}.rank"))
+            try:
+                change = answers.get(key)
+            except TypeError:  # an unhashable value: asked, not memoised
+                key, change = None, None
+            if change is None:
+                change = blocks[i][0].equivalent(out, in_width=in_width)
+                if key is not None:
+                    answers[key] = change
+            if change:
+                out.update(change)
             in_width = int(width)
         return out

@@ -81,3 +81,17 @@ def test_a_search_front_holds_no_two_equivalent_configs():
     front = [net.space.key(e.config) for e in result.front]
     assert len(front) == len(set(front))
     assert np.isfinite(result.hypervolume)
+
+
+def test_mlp_canonical_gives_full_rank_exactly_where_the_rank_reaches_the_blocks_widths():
+    # canonical memoises each block's answer; every config of the space, asked twice, must get the rule's answer
+    net = build_family("mlp", in_features=10, depths=(1, 2, 3), widths=(4, 16), ranks=(4, 8, 16))
+    for _ in range(2):
+        for config in net.space.enumerate():
+            expected, in_width = dict(config), 10
+            for i in range(config["depth"]):
+                width, rank = config[f"blocks.{i}.width"], config[f"blocks.{i}.rank"]
+                if rank >= min(in_width, width):
+                    expected[f"blocks.{i}.rank"] = 16
+                in_width = width
+            assert net.canonical(config) == expected
