@@ -36,6 +36,44 @@ parallelism itself (0.00 points measured at 2 epochs). Measured on the loaded ma
 5-6 on 2 cores, `--epochs 2`), by CPU time, since wall-clock then says nothing: 1 worker's
 steps 12.46 s of CPU, each of 2 workers' 7.17 s (1.74x less; all of the epochs, validation and
 checkpoints included, 1.67x less; Ray's other processes about 0.6 s of CPU over those epochs).
+Before Ray starts, a probe line gives the ceiling of the speed-up on this machine with no
+communication and no Ray: 8 plain training steps on the whole batch in one process, against
+N processes at once each on its share, split into the step's fixed costs (a share alone
+against the whole batch) and the cores' contention (N at once against one alone; 1.00 when N
+busy cores do N times one's work). On a loaded machine the contention figure is the load's.
+
+Where the 2-worker epochs lose, and what each lever gave (issue 18; measured at load 3-10 on
+the 2-core machine, so by CPU time; last quiet figure before them: 1.32x wall-clock, worker
+CPU 1.52x less):
+
+* One worker's step (2 plain gloo processes, 256 samples each; CPU per step): the
+  strategy's passes 187 ms (339 ms for 512 in one process), packing the flat gradient 0.7 ms,
+  the all-reduce 0.2 ms (its wall-clock, the wait for the other worker, 5-6 ms at load 5),
+  unpacking 0.5 ms, AdamW's per-parameter loop over the 49 tensors 4.0 ms. The passes' fixed
+  part (Python, dispatch, slicing; lead's issue 20): 24-29 ms at batch 8, about 15 ms by the
+  256/512 slope; with the rest it caps the workers' CPU ratio near 1.9x.
+* Lever: the workers step torch's fused AdamW (`nas.training._distributed`): 4.0 -> 1.0 ms a
+  step on every worker (the per-step costs outside the passes 5.5 -> 2.5 ms); accuracies
+  unchanged (0.3762 / 0.1914 on 1 process, 1 and 2 workers). Worth about 1% on the ratio.
+* Ray's own processes during the epochs: 9.2% of a core (the Train controller's polling 2.1,
+  placement-group cleaner 1.5, dashboard agent 1.2, raylet and GCS about 1 each, the driver 1.0,
+  Ray Train's synchronization, autoscaling-coordinator and dataset-manager actors 0.6-0.7 each).
+  With 1 worker it runs on the idle core; with 2 on 2 cores each slice of it stalls one worker
+  and the other waits at the all-reduce, so it costs the 2-worker epochs about as much again.
+  Not cut: a 1 s health-check interval instead of 0.2 s saved 0.5% of a core (8.7%: the
+  controller 1.3) for up to 1 s more per report; Ray's metrics collection off saved 0.7% of a
+  core on an idle cluster (6.9 -> 6.2%). Neither is worth its cost.
+* The cores: the worker CPU ratio was 1.87x and 1.75x at load 3-6 (before and after the fused step) but 1.52x quiet: one
+  worker alone on a quiet machine runs faster per step than each of two at once (the two vCPUs
+  share a physical core's or a cache's throughput). If so, 1.52x bounds the quiet wall-clock
+  speed-up before any waiting, and 1.6x is out of reach on this machine whatever the software;
+  the probe line shows it (contention well under 1.00 on the quiet machine).
+* Not done, and why: sharding the optimizer step (ZeroRedundancyOptimizer or a split and a
+  broadcast) would save at most half of the fused step's 1 ms, less a broadcast; the gradients
+  already go in one flat all-reduce a step; overlapping it with the backward passes would hide
+  at most its quiet wall-clock (well under a millisecond for 460 KB on loopback), and the
+  gradients are final only after the last subnet's backward.
+
 The other workloads fall short for a reason of their own:
 
 * ``--family mlp`` (widths up to 1024 on digits, batch 256, 10 epochs; both gaps 0.00-0.28
@@ -121,6 +159,57 @@ def _train(label: str, net, data, recipe: dict, **kwargs) -> dict:
     return row
 
 
+def _probe_steps(net, data, recipe: dict, batch: int, steps: int, start, out) -> None:
+    """In a child process: `steps` training steps (the strategy's passes and the optimizer, no
+    communication) on `batch` samples; puts their wall-clock on `out`."""
+    from nas.training._plan import plan_supernet, supernet_step
+
+    torch.set_num_threads(1)
+    plan = plan_supernet(net, data, recipe["strategy"], None, epochs=recipe["epochs"], lr=recipe["lr"], batch_size=recipe["batch_size"],
+                         distill=None, optimizer="adamw", weight_decay=None, schedule="cosine", grad_clip=None, seed=recipe["seed"],
+                         precision="fp32")
+    step = supernet_step(net, plan)
+    x, y = next(iter(data.train_batches(recipe["batch_size"], recipe["seed"], "cpu")))
+    x, y = x[:batch], y[:batch]
+    for _ in range(2):  # warm-up
+        step(x, y)
+    start.wait()  # every process of the round begins at once
+    began = time.perf_counter()
+    for _ in range(steps):
+        step(x, y)
+    out.put(time.perf_counter() - began)
+
+
+def _probe(net, data, recipe: dict, workers: int, steps: int = 8) -> dict:
+    """The speed-up `workers` could reach on this machine with no communication and no Ray:
+    the wall-clock of `steps` steps on the whole batch in one process, over `workers` processes
+    at once each on its share (each figure the faster of two rounds). Split in two factors: the
+    step's fixed costs (one process on a share alone, against the whole batch) and the cores'
+    contention (`workers` processes at once, against one alone on a share)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")  # before Ray starts: the children copy the net and the data
+
+    def round_(batch: int, n: int) -> float:
+        start, out = ctx.Barrier(n), ctx.Queue()
+        procs = [ctx.Process(target=_probe_steps, args=(copy.deepcopy(net), data, recipe, batch, steps, start, out)) for _ in range(n)]
+        for proc in procs:
+            proc.start()
+        times = [out.get(timeout=600) for _ in procs]
+        for proc in procs:
+            proc.join()
+        return max(times)  # a synchronous step waits for the slowest
+
+    share = recipe["batch_size"] // workers
+    whole, alone, together = (min(round_(b, n) for _ in range(2)) for b, n in
+                              ((recipe["batch_size"], 1), (share, 1), (share, workers)))
+    row = {"ceiling": whole / together, "fixed": whole / alone, "contention": alone / together}
+    print(f"ceiling on this machine ({steps} steps, no communication, no Ray): {row['ceiling']:.2f}x = "
+          f"the step's fixed costs {row['fixed']:.2f}x (batch {share} alone vs {recipe['batch_size']}) x the cores' contention "
+          f"{row['contention']:.2f} ({workers} processes at once vs one alone; 1.00 = none)", flush=True)
+    return row
+
+
 def _load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} (1 min), {five:.2f} (5 min), {fifteen:.2f} (15 min)"
@@ -158,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"threads: 1 process {torch.get_num_threads()} torch thread(s); each Ray worker {args.cpus_per_worker} CPU(s) "
           f"and {args.cpus_per_worker} torch thread(s)")
     print(f"machine: {os.cpu_count()} CPUs, load average at start {_load()}", flush=True)
+
+    _probe(base, data, recipe, args.workers)
 
     import ray
 

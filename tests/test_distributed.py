@@ -48,7 +48,8 @@ def _replica(rank: int, world: int, port: int, out: str) -> None:
         step = replica_step(net, plan, rank, world)
         history = fit(step, plan.data, plan.recipe, identity=plan.identity, progress=False)
         if rank == 0:
-            torch.save({"model": net.state_dict(), "history": history}, out)
+            opt = step.optimizers["weights"]
+            torch.save({"model": net.state_dict(), "history": history, "fused": opt.defaults["fused"]}, out)
     finally:
         dist.destroy_process_group()
 
@@ -59,6 +60,7 @@ def test_two_replicas_train_the_weights_one_process_trains():
     saved = torch.load(out, weights_only=True)
     out.unlink()
     reduced, history = saved["model"], saved["history"]
+    assert saved["fused"] is True  # the workers step torch's fused AdamW; one process its per-parameter loop
     net = _net()
     train_supernet(net, digits("flat"), epochs=2, lr=0.01, batch_size=64, strategy="sandwich", grad_clip=1.0, seed=0, progress=False)
     worst = max(float((a - reduced[k]).abs().max()) for k, a in net.state_dict().items())
@@ -71,6 +73,37 @@ def test_two_replicas_train_the_weights_one_process_trains():
     assert last["largest_loss"] == pytest.approx(largest.metrics["loss"], rel=1e-5)
     assert last["smallest_loss"] == pytest.approx(smallest.metrics["loss"], rel=1e-5)
     assert last["elapsed_seconds"] >= history[0]["elapsed_seconds"] > 0
+
+
+def _plan(net, optimizer="adamw"):
+    return plan_supernet(net, digits("flat"), "sandwich", None, epochs=2, lr=0.01, batch_size=64, distill=None, optimizer=optimizer,
+                         weight_decay=None, schedule="cosine", grad_clip=None, seed=0, precision="fp32")
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd"])
+def test_a_replicas_fused_optimizer_checkpoints_as_one_process_does_and_fuses_again_on_load(optimizer):
+    from nas.training._plan import supernet_step
+
+    net = _net()
+    replica = replica_step(net, _plan(net, optimizer), 0, 2).optimizers["weights"]
+    alone = supernet_step(net, _plan(net, optimizer)).optimizers["weights"]
+    kernel = "fused" if optimizer != "sgd" else "foreach"  # SGD's fused kernel wants every momentum buffer made
+    assert replica.defaults[kernel] is True and not alone.defaults.get(kernel)
+    for p in net.parameters():
+        p.grad = torch.ones_like(p)
+    replica.step()
+    saved = replica.state_dict()
+    # the checkpoint's param groups are one process's: a resume in one process keeps its per-parameter loop
+    assert saved["param_groups"] == alone.state_dict()["param_groups"]
+    assert replica.param_groups[0][kernel] is True  # the live optimizer is untouched
+    alone.load_state_dict(saved)
+    assert not alone.param_groups[0][kernel]
+    # and a checkpoint (one process's or a replica's) loaded into a replica fuses again
+    again = replica_step(net, _plan(net, optimizer), 1, 2).optimizers["weights"]
+    again.load_state_dict(alone.state_dict())
+    assert again.param_groups[0][kernel] is True
+    assert all(torch.equal(a, b) for key in saved["state"] for a, b in
+               zip(saved["state"][key].values(), again.state_dict()["state"][key].values()))
 
 
 def test_the_validation_set_is_sliced_in_order_and_whole():
