@@ -7,10 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtr
 
 from nas.registry import PREDICTOR_SELECTION, PREDICTORS
 from nas.searchers._base import Constraints, CostFn, Searcher, Told, register
-from nas.searchers._operators import best_spread, crossover, mutate, rank_and_crowding, select, tournament
+from nas.searchers._operators import best_spread, crossover, first_front, mutate, rank_and_crowding, select, tournament
 from nas.space import Config, SearchSpace
 
 
@@ -27,11 +28,21 @@ class GuidedSearcher(Searcher):
     evaluations have grown by `evolve_growth` since the last run (at fixed counts
     ``n_init, n_init * (1 + growth), ...``, with its own seed per count, so a resumed search
     rebuilds the same candidates); in between, every ask re-scores the remaining candidates
-    with the predictors refitted on all evaluations. The proposals are the best predicted fronts,
-    thinned to a spread along the front (each objective's best, then farthest points), so
-    the batch covers the whole trade-off and not only its best corner. With a predictor
-    that has ``predict_std``, `explore` > 0 scores candidates optimistically
-    (mean + explore * std in the good direction).
+    with the predictors refitted on all evaluations.
+
+    The acquisition picks the batch among the candidates. ``"ehvi"`` (the ``"auto"`` choice
+    when there are two objectives and `cost` computes one of them, e.g. accuracy vs params):
+    candidates one by one by expected hypervolume improvement over the evaluated front
+    (closed form, the predicted objective normal with the predictor's mean and standard
+    deviation), each pick joining the front at its predicted mean (Kriging believer), and
+    every `anchor_every`-th proposal the cheapest config not taken yet, so the low-cost end
+    of the front is walked as well. ``"spread"`` (``"auto"`` otherwise): the best predicted
+    fronts, thinned to a spread along the front (each objective's best, then farthest
+    points); with a predictor that has ``predict_std``, `explore` > 0 scores candidates
+    optimistically (mean + explore * std in the good direction). On ``bench/search.py``
+    (accuracy vs params, true front known, median of 5 seeds, HV share at 50/100/200)
+    ehvi gives 0.968 / 0.992 / 0.999 on MNIST-1D mlp against spread's 0.946 / 0.978 /
+    0.999, and 0.982 / 0.994 / 1.000 on digits mlp against 0.980 / 0.992 / 0.997.
 
     Example:
         >>> from nas import Choice, Evaluation, SearchSpace
@@ -53,9 +64,17 @@ class GuidedSearcher(Searcher):
             (cloned for each objective and fit).
         predictor_kwargs: constructor arguments of a predictor given by name; for
             ``"auto"``, the keyword arguments of ``predictors.auto`` (e.g. ``candidates``).
+            Default: ``{"ard": False}`` for ``"gp"`` (one length scale; per-feature ones
+            overfit a few dozen evaluations: HV@100 0.990 -> 0.992 on MNIST-1D mlp,
+            HV@50 0.965 -> 0.968), none otherwise.
         n_init: random evaluations before the first fit; default ``max(10, budget // 10)``.
         budget: the expected number of evaluations (only sets the default `n_init`).
-        explore: weight of the predictive standard deviation in the score (0: the mean only).
+        explore: weight of the predictive standard deviation in the ``"spread"`` score (0:
+            the mean only; ``"ehvi"`` weighs the uncertainty itself).
+        acquisition: ``"auto"``, ``"ehvi"`` (needs two objectives, one computed by `cost`)
+            or ``"spread"``, see above.
+        anchor_every: with ``"ehvi"``, every this many proposals (counted over the whole
+            search) is the cheapest config not taken yet (0: never).
         enumerate_limit: spaces with at most this many configs are scored exhaustively.
         population_size: population of the NSGA-II run on predictions (large spaces).
         generations: generations of that run.
@@ -78,6 +97,8 @@ class GuidedSearcher(Searcher):
         n_init: int | None = None,
         budget: int | None = None,
         explore: float = 0.5,
+        acquisition: str = "auto",
+        anchor_every: int = 8,
         enumerate_limit: int = 20_000,
         population_size: int = 100,
         generations: int = 20,
@@ -94,6 +115,7 @@ class GuidedSearcher(Searcher):
             ("enumerate_limit", enumerate_limit, 0),
             ("population_size", population_size, 2),
             ("generations", generations, 1),
+            ("anchor_every", anchor_every, 0),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"The '{name}' parameter must be an int >= {low}, got {value!r}.")
@@ -101,6 +123,10 @@ class GuidedSearcher(Searcher):
             raise ValueError(f"The 'evolve_growth' parameter must be a number >= 0, got {evolve_growth!r}.")
         if not (isinstance(explore, (int, float)) and explore >= 0):
             raise ValueError(f"The 'explore' parameter must be a number >= 0, got {explore!r}.")
+        if acquisition not in _ACQUISITIONS:
+            raise ValueError(f"The 'acquisition' parameter must be one of {list(_ACQUISITIONS)}, got {acquisition!r}.")
+        if predictor_kwargs is None and isinstance(predictor, str) and predictor == "gp":
+            predictor_kwargs = {"ard": False}  # one length scale: ARD's per-feature ones overfit a few dozen evaluations
         self.predictor_kwargs = dict(predictor_kwargs or {})
         if _is_predictor(predictor):
             if predictor.space is not space:
@@ -120,6 +146,13 @@ class GuidedSearcher(Searcher):
         self.budget = budget
         self.n_init = n_init if n_init is not None else max(10, (budget or 0) // 10)
         self.explore = float(explore)
+        self.acquisition = acquisition
+        self.anchor_every = anchor_every
+        if acquisition == "ehvi" and self._acquisition() != "ehvi":
+            raise ValueError(
+                "The 'acquisition' parameter 'ehvi' needs two objectives of which 'cost' computes exactly one; got "
+                f"objectives {[str(o) for o in self.objectives]} and cost metrics {sorted(self.cost_names())}."
+            )
         self.enumerate_limit = enumerate_limit
         self.population_size = population_size
         self.generations = generations
@@ -204,8 +237,82 @@ class GuidedSearcher(Searcher):
             configs, keys = self._evolve_candidates()
         if not configs:
             return []
+        if self._acquisition() == "ehvi":
+            return [configs[i] for i in self._ehvi_batch(configs, keys, n)]
         values = self.score(configs, keys)
         return [configs[i] for i in best_spread(values, n)]
+
+    def _acquisition(self) -> str:
+        """The acquisition in use: ``"auto"`` is ``"ehvi"`` for two objectives of which `cost` computes one."""
+        if self.acquisition == "spread":
+            return "spread"
+        return "ehvi" if len(self.objectives) == 2 and len(self.cost_names() & {o.name for o in self.objectives}) == 1 else "spread"
+
+    def _ehvi_batch(self, configs: list[Config], keys: list[str], n: int) -> list[int]:
+        """Indices of `n` candidates picked one by one by expected hypervolume improvement.
+
+        Two objectives, `cost` computing one (`c`, exact) and a predictor the other (`a`,
+        normal with the predictor's mean and standard deviation, or exact without one). The
+        improvement of a candidate over the front is the area it adds; its expectation is a
+        sum over the front's steps of ``width * E[max(0, level - a)]`` (closed form). After
+        each pick the pick joins the front at its predicted mean (Kriging believer), so the
+        batch spreads to where the improvement is. The reference point is the worst value of
+        each objective among the evaluations and the candidates.
+        """
+        exact = 0 if self.objectives[0].name in self.cost_names() else 1
+        predicted = 1 - exact
+        objective = self.objectives[predicted]
+        model = self.models_[objective.name]
+        c = self.score_cost(configs, keys, exact)
+        mean = objective.sign * model.predict(configs)
+        std = model.predict_std(configs) if getattr(model, "supports_std", False) else np.zeros(len(configs))
+        known = np.asarray(self._ok_values)
+        ref_c = max(float(known[:, exact].max()), float(c.max()))
+        ref_a = float(known[:, predicted].max())
+        front = known[first_front(known)][:, [exact, predicted]]
+        chosen: list[int] = []
+        available = np.ones(len(configs), dtype=bool)
+        start = len(self._told) + len(self._pending)  # proposals made before this batch
+        cheapest = iter(np.lexsort((mean, c)))  # by cost, then predicted value
+        # the improvement over a front only shrinks as the front grows, so last computed gains bound
+        # the current ones: recompute the few best bounds after each pick (lazy greedy, same picks)
+        bound = np.zeros(len(configs))
+        # a candidate whose optimistic value (mean - 6 std) does not beat the front's level at its cost
+        # adds (next to) nothing: only the others are scored
+        front_c, front_a = _staircase(front, ref_c, ref_a)
+        level = np.r_[ref_a, front_a][np.searchsorted(front_c, c, side="right")]
+        alive = np.flatnonzero((mean - 6 * std < level) & (c < ref_c))
+        bound[alive] = _expected_improvement(front, c[alive], mean[alive], std[alive], ref_c, ref_a)
+        for j in range(min(n, len(configs))):
+            if self.anchor_every and (start + j) % self.anchor_every == 0:  # the low-cost end of the front
+                pick = next(int(i) for i in cheapest if available[i])
+            else:
+                while True:
+                    top = np.flatnonzero(available)
+                    top = top[np.lexsort((top, -bound[top]))[:16]]
+                    bound[top] = _expected_improvement(front, c[top], mean[top], std[top], ref_c, ref_a)
+                    best = top[np.lexsort((top, -bound[top]))[0]]
+                    rest = np.flatnonzero(available)
+                    others = rest[~np.isin(rest, top)]
+                    if len(others) == 0 or bound[best] >= bound[others].max():
+                        break
+                pick = int(best)
+                if bound[pick] <= 0:  # nothing is expected to improve the front: the spread of the predicted front
+                    values = np.empty((len(configs), 2))
+                    values[:, exact], values[:, predicted] = c, mean
+                    rest = np.flatnonzero(available)
+                    chosen.extend(int(rest[i]) for i in best_spread(values[rest], n - len(chosen)))
+                    break
+            chosen.append(pick)
+            available[pick] = False
+            front = np.vstack([front, [c[pick], mean[pick]]])
+            front = front[first_front(front)]
+        return chosen
+
+    def score_cost(self, configs: list[Config], keys: list[str], j: int) -> np.ndarray:
+        """The minimisation values of the `cost` objective `j` of `configs`."""
+        objective = self.objectives[j]
+        return objective.sign * np.array([self._cost_of(cfg, k)[objective.name] for cfg, k in zip(configs, keys)], dtype=float)
 
     def _unseen_configs(self) -> tuple[list[Config], list[str]]:
         if self._all is None:
@@ -282,6 +389,37 @@ class GuidedSearcher(Searcher):
             parents, parent_values = [everyone[i] for i in keep], values[keep]
         keys = list(pool)
         return [pool[k] for k in keys], keys
+
+
+_ACQUISITIONS = ("auto", "ehvi", "spread")
+
+
+def _staircase(front: np.ndarray, ref_c: float, ref_a: float) -> tuple[np.ndarray, np.ndarray]:
+    """The (c, a) rows of a 2-D minimisation front inside the reference box, by increasing `c`."""
+    front = front[(front[:, 0] < ref_c) & (front[:, 1] < ref_a)]
+    front = front[np.argsort(front[:, 0], kind="stable")]
+    return front[:, 0], front[:, 1]
+
+
+def _expected_improvement(front: np.ndarray, c: np.ndarray, mean: np.ndarray, std: np.ndarray, ref_c: float, ref_a: float) -> np.ndarray:
+    """Expected area each candidate (exact `c`, normal `a`) adds to a 2-D minimisation `front` of (c, a) rows.
+
+    The front's attainment is a staircase: below the first point's `c` the level is `ref_a`,
+    from each point's `c` to the next one's the level is that point's `a`, up to `ref_c`. A
+    candidate at `c` adds, on every step right of it, the step's width times
+    ``E[max(0, level - a)] = d * Phi(d / std) + std * phi(d / std)`` with ``d = level - mean``.
+    """
+    front_c, front_a = _staircase(front, ref_c, ref_a)
+    low = np.r_[-np.inf, front_c]
+    high = np.r_[front_c, ref_c]
+    level = np.r_[ref_a, front_a]
+    width = np.clip(high[None, :] - np.maximum(low[None, :], c[:, None]), 0.0, None)
+    d = level[None, :] - mean[:, None]
+    s = std[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(s > 0, d / np.where(s > 0, s, 1.0), 0.0)
+        expected = np.where(s > 0, d * ndtr(z) + s * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi), np.maximum(d, 0.0))
+    return (width * expected).sum(axis=1)
 
 
 def _is_predictor(value: Any) -> bool:
