@@ -69,7 +69,8 @@ class CNN1D(Supernet):
     # noise ceiling is 0.708: the default space's 16 subnets span only 96.0-98.6% from scratch. Widened at the small end
     # (stem=(4, 8, 16), stages ((2, 4, 8, 16), (4, 8, 16, 24, 32), (8, 16, 24, 32, 48)); 570 parameters at ~76%) this
     # recipe collapses: every subnet but the largest inherits 41-77% (worst gap 35-45 points; progressive shrinking
-    # or n=4: 36 / 29), so the default space stays the narrow one (bench/ranking.py's docstring has the figures).
+    # or n=4: 36 / 29); half-way (stem (8, 16), stages ((4, 8, 16), (8, 16, 24, 32), (16, 24, 32, 48))) worst gap 22.6,
+    # tau 0.380. So the default space stays the narrow one (bench/ranking.py's docstring has the figures).
     recipe = {"strategy": "sandwich", "strategy_args": {"n": 2}, "distill": False, "steps": 1500, "lr": 1e-2, "batch_size": 64}
 
     def __init__(
