@@ -137,3 +137,37 @@ def test_mlp_and_transformer_take_mnist1d():
         config = net.sample(rng)
         with torch.no_grad(), net.activate(config):
             assert net(x).shape == (4, 10)
+
+
+def test_searchable_stem_width_slices_the_stem_and_extracts_exactly():
+    torch.manual_seed(0)
+    net = search_spaces.get("cnn1d", stem=(4, 8), stem_kernel=3, stages=((4, 8),), depths=(1,), kernels=(3,)).eval()
+    x = torch.randn(3, 1, 40)
+    base = {"stages.0.down": "none", "stages.0.depth": 1, "stages.0.blocks.0.kernel": 3, "stages.0.channels": 8}
+    costs = []
+    for stem in (4, 8):
+        config = dict(base, **{"stem.channels": stem})
+        with torch.no_grad(), net.activate(config):
+            got = net(x)
+        with torch.no_grad():
+            assert torch.allclose(net.extract(config, calibrate=False)(x), got, atol=1e-5)
+        costs.append(net.cost(config)["params"])
+    # the stem conv (k3, no bias) and its BN grow by 4 channels, the first block's first conv by 4 input channels (k3)
+    assert costs[1] - costs[0] == 4 * 3 + 2 * 4 + 8 * 4 * 3
+
+
+def test_bad_stem_is_rejected():
+    with pytest.raises(ValueError, match="'stem' parameter of CNN1D must be a positive int or a non-empty sequence"):
+        search_spaces.get("cnn1d", stem=())
+    with pytest.raises(ValueError, match="'stem' parameter of CNN1D must be a positive int"):
+        search_spaces.get("cnn1d", stem=(0, 4))
+
+
+def test_widened_space_of_issue_16_reaches_570_parameters_and_keeps_the_default_largest():
+    wide = search_spaces.get("cnn1d", stem=(4, 8, 16), stages=((2, 4, 8, 16), (4, 8, 16, 24, 32), (8, 16, 24, 32, 48)))
+    default = search_spaces.get("cnn1d")
+    # stem 3 widths x per stage (4 down-sampling ops x its widths x (4 + 4**2) depth-kernel choices)
+    assert wide.space.size() == 3 * (4 * 4 * 20) * (4 * 5 * 20) ** 2 == 153_600_000
+    assert default.space.size() == (4 * 2 * 20) * (4 * 3 * 20) ** 2 == 9_216_000
+    assert wide.cost(wide.smallest())["params"] == 570 and default.cost(default.smallest())["params"] == 5_162
+    assert wide.cost(wide.largest()) == default.cost(default.largest())
