@@ -287,14 +287,15 @@ class GuidedSearcher(Searcher):
             if self.anchor_every and (start + j) % self.anchor_every == 0:  # the low-cost end of the front
                 pick = next(int(i) for i in cheapest if available[i])
             else:
-                while True:
-                    top = np.flatnonzero(available)
-                    top = top[np.lexsort((top, -bound[top]))[:16]]
+                while True:  # the 16 best bounds of the available (argpartition: no sort of them all)
+                    masked = np.where(available, bound, -np.inf)
+                    k = min(16, int(available.sum()))
+                    top = np.argpartition(-masked, k - 1)[:k]
                     bound[top] = _expected_improvement(front, c[top], mean[top], std[top], ref_c, ref_a)
                     best = top[np.lexsort((top, -bound[top]))[0]]
-                    rest = np.flatnonzero(available)
-                    others = rest[~np.isin(rest, top)]
-                    if len(others) == 0 or bound[best] >= bound[others].max():
+                    masked[top] = -np.inf
+                    rest = masked.max()
+                    if rest == -np.inf or bound[best] >= rest:
                         break
                 pick = int(best)
                 if bound[pick] <= 0:  # nothing is expected to improve the front: the spread of the predicted front
