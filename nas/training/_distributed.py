@@ -116,14 +116,14 @@ class Replica(Supervised):
     included, so the last record's is the wall-clock of the epochs without the start-up.
     """
 
+    # torch's fused optimizer kernel: one call a step, where the per-parameter loop single-process
+    # training keeps (pinned bit for bit) costs every worker alike, however many share the batch
+    fused_optimizer = True
+
     def __init__(self, model: nn.Module, forward_backward: Any, recipe: Recipe, data: Data, validate: Any, rng: Any, *,
                  rank: int, world: int, validates: bool, val_slice: tuple[int, int] | None = None):
         super().__init__(model, forward_backward, recipe, data, validate, rng)
-        # the optimizer again, with torch's fused kernel: one call a step, where the per-parameter loop
-        # single-process training keeps (pinned bit for bit) costs every worker alike, however many share the batch
-        opt, sched = recipe.build(self.params, data, fused=True)
-        _checkpoint_as_unfused(opt)
-        self.optimizers, self.schedulers = {"weights": opt}, {"weights": sched}
+        _checkpoint_as_unfused(self.optimizers["weights"])
         self.rank, self.world, self.validates, self.val_slice = rank, world, validates, val_slice
         self.share = 1.0
         self._cpu = 0.0

@@ -27,12 +27,14 @@ class Supervised(Step):
         rng: the generator of the step's random choices.
     """
 
+    fused_optimizer = False  # torch's fused optimizer kernel (`make_optimizer`'s ``fused``); one process: the per-parameter loop
+
     def __init__(self, model: nn.Module, forward_backward: Callable[[torch.Tensor, torch.Tensor], float], recipe: Recipe,
                  data: Data, validate: Callable[[], dict[str, float]], rng: np.random.Generator):
         self.model, self.forward_backward, self.validate, self.rng = model, forward_backward, validate, rng
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.grad_clip = recipe.grad_clip
-        opt, sched = recipe.build(self.params, data)
+        opt, sched = recipe.build(self.params, data, fused=self.fused_optimizer)
         self.optimizers, self.schedulers = {"weights": opt}, {"weights": sched}
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
