@@ -208,11 +208,9 @@ class GuidedSearcher(Searcher):
         if not configs:
             return out
         costed = self.cost_names()
-        if costed:
-            rows = [self._cost_of(c, k) for c, k in zip(configs, keys)]
         for j, objective in enumerate(self.objectives):
             if objective.name in costed:
-                out[:, j] = objective.sign * np.array([r[objective.name] for r in rows], dtype=float)
+                out[:, j] = self._score_cost(configs, keys, j)
                 continue
             model = models[objective.name]
             out[:, j] = objective.sign * model.predict(configs)
@@ -263,7 +261,7 @@ class GuidedSearcher(Searcher):
         predicted = 1 - exact
         objective = self.objectives[predicted]
         model = self.models_[objective.name]
-        c = self.score_cost(configs, keys, exact)
+        c = self._score_cost(configs, keys, exact)
         mean = objective.sign * model.predict(configs)
         std = model.predict_std(configs) if getattr(model, "supports_std", False) else np.zeros(len(configs))
         known = np.asarray(self._ok_values)
@@ -294,8 +292,8 @@ class GuidedSearcher(Searcher):
                     bound[top] = _expected_improvement(front, c[top], mean[top], std[top], ref_c, ref_a)
                     best = top[np.lexsort((top, -bound[top]))[0]]
                     masked[top] = -np.inf
-                    rest = masked.max()
-                    if rest == -np.inf or bound[best] >= rest:
+                    runner_up = masked.max()  # the best stale bound outside the 16
+                    if runner_up == -np.inf or bound[best] >= runner_up:
                         break
                 pick = int(best)
                 if bound[pick] <= 0:  # nothing is expected to improve the front: the spread of the predicted front
@@ -310,7 +308,7 @@ class GuidedSearcher(Searcher):
             front = front[first_front(front)]
         return chosen
 
-    def score_cost(self, configs: list[Config], keys: list[str], j: int) -> np.ndarray:
+    def _score_cost(self, configs: list[Config], keys: list[str], j: int) -> np.ndarray:
         """The minimisation values of the `cost` objective `j` of `configs`."""
         objective = self.objectives[j]
         return objective.sign * np.array([self._cost_of(cfg, k)[objective.name] for cfg, k in zip(configs, keys)], dtype=float)
