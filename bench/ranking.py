@@ -556,7 +556,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--space", default="", help="MNIST-1D, one family: the family's keyword arguments as JSON, e.g. "
                         "'{\"stem\": [4, 8, 16]}' (default: the family's own space)")
     args = parser.parse_args(argv)
-    args.space = json.loads(args.space) if args.space else None
+    try:
+        args.space = json.loads(args.space) if args.space else None
+    except json.JSONDecodeError as error:
+        parser.error(f"--space must be a JSON object, got {args.space!r} ({error})")
     if args.space is not None and (args.data != "mnist1d" or not isinstance(args.space, dict) or len((args.families or "mlp,cnn1d").split(",")) != 1):
         parser.error(f"--space must be a JSON object, with --data mnist1d and one family in --families, got {args.space!r}")
 

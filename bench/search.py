@@ -143,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cache is not None:
         tag = "-".join(f"{k}{v}" for k, v in sorted(recipe.items()))
         cached = args.cache / f"search-{args.data}-{args.family}-init{args.init_seed}-{tag or 'default'}-ref{len(configs)}.pt"
+    hit = cached is not None and cached.exists()
     start = time.perf_counter()
-    if cached is not None and cached.exists():
+    if hit:
         saved = torch.load(cached, weights_only=False)
         net.load_state_dict(saved["state"])
         table = saved["table"]
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         train_supernet(net, data, progress=False, seed=0, **recipe)
     trained = time.perf_counter() - start
     start = time.perf_counter()
-    if cached is None or not cached.exists():
+    if not hit:
         table = {net.space.key(e.config): e for e in evaluate(net, configs, data)}
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)

@@ -63,11 +63,13 @@ CPU 1.52x less):
   Not cut: a 1 s health-check interval instead of 0.2 s saved 0.5% of a core (8.7%: the
   controller 1.3) for up to 1 s more per report; Ray's metrics collection off saved 0.7% of a
   core on an idle cluster (6.9 -> 6.2%). Neither is worth its cost.
-* The cores: the worker CPU ratio was 1.87x and 1.75x at load 3-6 (before and after the fused step) but 1.52x quiet: one
-  worker alone on a quiet machine runs faster per step than each of two at once (the two vCPUs
-  share a physical core's or a cache's throughput). If so, 1.52x bounds the quiet wall-clock
-  speed-up before any waiting, and 1.6x is out of reach on this machine whatever the software;
-  the probe line shows it (contention well under 1.00 on the quiet machine).
+* The cores: the worker CPU ratio was 1.87x and 1.75x at load 3-6 (before and after the fused
+  step) but 1.52x quiet, which suggested that two workers at once run slower per step than one
+  alone. The probe line measured it on the quiet machine (load 0.9): ceiling 1.95x = the step's
+  fixed costs 2.73x (a share of 256 alone against the whole 512) x the cores' contention 0.72,
+  so 1.6x is within the machine's reach; that run's speed-up was 1.43x (worker CPU 1.68x less,
+  accuracy gaps 0.00 / 0.00), and the rest of the loss is Ray's background stalls and the
+  waits at the all-reduce above.
 * Not done, and why: sharding the optimizer step (ZeroRedundancyOptimizer or a split and a
   broadcast) would save at most half of the fused step's 1 ms, less a broadcast; the gradients
   already go in one flat all-reduce a step; overlapping it with the backward passes would hide
