@@ -210,17 +210,32 @@ def _scenario(tmp: str) -> None:
     import ray
     import ray.cloudpickle
 
-    from nas.backends import single_machine_mode
+    from nas.training._distributed import join_ray
 
     tmp_path = Path(tmp)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers need CrashOnce
-    single_machine_mode()
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    os.environ.pop("RAY_worker_niceness", None)
+    assert join_ray(None, 2, 1)  # the private loopback Ray train_supernet starts
+    assert "RAY_worker_niceness" not in os.environ  # set for the raylet's start only
     try:
         _killed_worker_resume_and_search(ray, tmp_path)
+        _priorities_after_training(ray)
     finally:
         ray.shutdown()
+
+
+def _priorities_after_training(ray) -> None:
+    """A private Ray's workers run at the driver's priority, its services (not the raylet, whose
+    priority new workers inherit) at the lowest once a training has run on it."""
+    from ray._private import worker
+
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert ray.get(ray.remote(num_cpus=0)(lambda: os.getpriority(os.PRIO_PROCESS, 0)).remote()) == mine
+    services = {kind: infos[0].process.pid for kind, infos in worker._global_node.all_processes.items() if infos}
+    assert os.getpriority(os.PRIO_PROCESS, services.pop("raylet")) == mine
+    assert services  # the GCS, the dashboard, the log monitor, ...
+    for kind, pid in services.items():
+        assert {os.getpriority(os.PRIO_PROCESS, int(tid)) for tid in os.listdir(f"/proc/{pid}/task")} == {19}, kind
 
 
 @pytest.mark.slow

@@ -52,6 +52,17 @@ How it works, and why:
   Train's controller takes a report once per health-check interval and a worker's next
   report waits for it, so the driver sets that interval to 0.2 s (2 s by default would
   throttle short epochs). Reports are per epoch, never per step.
+* Priorities on a private Ray (one this process started): Ray starts its workers 15 nice
+  levels below its services (the raylet, the GCS, the dashboard, the log monitor, the agents)
+  and the driver, so on a machine with as many cores as workers every wake-up of one of them
+  preempted a train worker, and the other workers waited for it at the next all-reduce (Ray's
+  processes take about 10-15% of a core during the epochs). So a private Ray's workers start
+  at this process's priority (``RAY_worker_niceness=0``, unless the user set it), and while
+  training a thread of the driver moves Ray's services but the raylet (whose priority the
+  workers it starts inherit) and Ray Train's helpers (the controller, its placement-group
+  cleaner, synchronization, autoscaling and dataset actors, found by process title) to nice
+  19, every thread, for the rest of that Ray's life: they run when a worker leaves a core
+  idle. A cluster joined by address is left as it is.
 * The cluster: without an address, a private Ray on 127.0.0.1 started for the call and
   shut down after (as the ray search backend starts one); with ``"auto"`` or
   ``"host:port"`` (or ``RAY_ADDRESS``, as inside ``ray job submit``) the running cluster.
@@ -113,7 +124,9 @@ class Replica(Supervised):
     machine, so it tells what the workers cost even where they share cores with others. And
     ``elapsed_seconds``: the wall-clock since this worker began its first epoch (of this
     start: a restarted worker counts afresh), the checkpoints and reports between epochs
-    included, so the last record's is the wall-clock of the epochs without the start-up.
+    included, so the last record's is the wall-clock of the epochs without the start-up. And
+    ``wait_seconds``: the wall-clock of the epoch's all-reduces of the gradients, almost all of
+    it waiting for the slowest worker (on an idle machine well under a millisecond a step).
     """
 
     # torch's fused optimizer kernel: one call a step, where the per-parameter loop single-process
@@ -127,6 +140,7 @@ class Replica(Supervised):
         self.rank, self.world, self.validates, self.val_slice = rank, world, validates, val_slice
         self.share = 1.0
         self._cpu = 0.0
+        self._wait = 0.0
         self._began: float | None = None
 
     def begin_epoch(self, epoch: int) -> None:
@@ -134,6 +148,7 @@ class Replica(Supervised):
         if self._began is None:
             self._began = time.perf_counter()
         self._cpu = time.process_time()
+        self._wait = 0.0
 
     def batches(self, data: Data, batch_size: int, seed: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y in data.train_batches(batch_size, seed, "cpu"):
@@ -156,7 +171,9 @@ class Replica(Supervised):
         flat = torch.cat([*(p.grad.reshape(-1).float() if p.grad is not None else torch.zeros(p.numel(), device=device) for p in params),
                           torch.tensor([value, *map(float, used)], dtype=torch.float32, device=device)])
         flat[: -len(params)].mul_(self.share)
+        began = time.perf_counter()
         dist.all_reduce(flat)  # the one collective of the step
+        self._wait += time.perf_counter() - began
         offset = 0
         for p, reduced in zip(params, flat[-len(params):].tolist()):
             n = p.numel()
@@ -176,7 +193,7 @@ class Replica(Supervised):
         record = super().end_epoch(epoch, loss) if self.validates else {"loss": loss, "lr": self.optimizers["weights"].param_groups[0]["lr"]}
         if self.val_slice is not None:
             record = self._merge_slices(record)
-        return {**record, "cpu_seconds": cpu, "elapsed_seconds": time.perf_counter() - (self._began or time.perf_counter())}
+        return {**record, "cpu_seconds": cpu, "wait_seconds": self._wait, "elapsed_seconds": time.perf_counter() - (self._began or time.perf_counter())}
 
 
     def _merge_slices(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -332,8 +349,13 @@ def check_address(address: str, *, parameter: str = "ray_address") -> None:
         ) from None
 
 
-def _join(address: str | None, workers: int | None, cpus: float, use_gpu: bool | None) -> bool:
-    """Join the cluster (or start a private loopback one); whether this call owns (and will shut down) it."""
+def join_ray(address: str | None, workers: int | None, cpus: float, use_gpu: bool | None = None) -> bool:
+    """Join the cluster (or start a private loopback one); whether this call owns (and will shut down) it.
+
+    A private Ray's workers run at this process's priority: Ray starts its workers 15 nice
+    levels below its own services (``RAY_worker_niceness``, unless the user set it), which
+    would let every timer of the raylet, the GCS, the dashboard and the driver preempt a
+    train worker (see `_background_priority` for the other half)."""
     import ray
 
     from nas.backends import init_ray
@@ -341,6 +363,10 @@ def _join(address: str | None, workers: int | None, cpus: float, use_gpu: bool |
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     if ray.is_initialized():
         return False
+    private = address is None and not os.environ.get("RAY_ADDRESS")
+    added = private and "RAY_worker_niceness" not in os.environ
+    if added:  # read by the raylet as it starts, which the workers inherit it from
+        os.environ["RAY_worker_niceness"] = "0"
     try:
         init_ray(ray, address, workers, cpus, None, log_to_driver=False)
     except ConnectionError as err:
@@ -348,13 +374,16 @@ def _join(address: str | None, workers: int | None, cpus: float, use_gpu: bool |
             f"The 'ray_address' parameter is {address!r}, but no Ray cluster answers there ({' '.join(str(err).split())[:160]}); "
             "start one (`ray start --head`) or leave the address unset for a private local Ray."
         ) from None
+    finally:
+        if added:
+            os.environ.pop("RAY_worker_niceness", None)
     return True
 
 
 def _fit_on_ray(net, plan, rundir, resume, workers, use_gpu, address, cpus, max_failures, progress, start) -> dict[str, Any]:
     import ray
 
-    owns = _join(address, workers, cpus, use_gpu)
+    owns = join_ray(address, workers, cpus, use_gpu)
     storage = tempfile.mkdtemp(prefix="nas-train-ray-")
     try:
         resources = ray.cluster_resources()
@@ -373,7 +402,8 @@ def _fit_on_ray(net, plan, rundir, resume, workers, use_gpu, address, cpus, max_
                                    f"but the Ray cluster has {cluster_cpus:g} CPUs.")
         if plan.precision != "fp32" and not use_gpu:
             check_precision(plan.precision, "cpu")
-        with _train_settings(private=_started_here()):
+        private = _started_here()
+        with _train_settings(private=private), _background_priority(private):
             return _trainer_fit(net, plan, rundir, resume, workers, bool(use_gpu), cpus, max_failures, storage, progress, start)
     finally:
         if owns and ray.is_initialized():
@@ -410,6 +440,85 @@ def _train_settings(*, private: bool) -> Iterator[None]:
     finally:
         for key in added:
             os.environ.pop(key, None)
+
+
+# the processes of a Ray this process started that only serve the training: Ray's services (all
+# that `Node.all_processes` holds but the raylet, which starts the workers and whose priority
+# they would inherit) and, among the raylet's children, the agents and Ray Train's helper actors
+# (by the process title Ray gives them); never the train workers, idle workers or anything unknown
+_BACKGROUND_TITLES = ("ray::DashboardAgent", "ray::RuntimeEnvAgent", "ray::TrainController", "ray::PlacementGroupCleaner",
+                      "ray::SynchronizationActor", "ray::_AutoscalingCoordinatorActor", "ray::DatasetManager")
+_LOWEST = 19  # the nice value they get
+
+
+@contextlib.contextmanager
+def _background_priority(private: bool) -> Iterator[None]:
+    """While training on a Ray this process started (on Linux), Ray's own processes run at the
+    lowest priority (nice 19, every thread), so that their timers and polls take a core only
+    when a train worker leaves it idle instead of stalling one (and, at the next all-reduce,
+    all of them). A thread of the driver lowers each such process as it appears."""
+    import threading
+
+    if not private or not os.path.isdir("/proc/self/task") or not hasattr(os, "setpriority"):
+        yield
+        return
+    from ray._private import worker
+
+    node = worker._global_node
+    done = threading.Event()
+    lowered: set[int] = set()
+
+    def follow() -> None:
+        wait = 0.25
+        while not done.wait(wait):
+            try:
+                _lower(node, lowered)
+            except Exception:  # the node is going away: nothing more to lower
+                return
+            wait = min(2 * wait, 8.0)  # the helpers appear in the first seconds; later, only a restart adds any
+
+    thread = threading.Thread(target=follow, name="nas-ray-priority", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=5)
+
+
+def _lower(node: Any, lowered: set[int]) -> None:
+    """Set every thread of the private Ray's background processes (see `_BACKGROUND_TITLES`) not
+    yet in `lowered` to nice `_LOWEST`; adds them to `lowered`."""
+    services = {kind: [info.process.pid for info in infos] for kind, infos in node.all_processes.items()}
+    raylets = set(services.pop("raylet", []))
+    pids = {pid for infos in services.values() for pid in infos}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            if ppid not in raylets:
+                continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                title = f.read().split(b"\0", 1)[0].decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if title.startswith(_BACKGROUND_TITLES):
+            pids.add(int(entry.name))
+    for pid in pids:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            if tid in lowered:
+                continue
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, max(_LOWEST, os.getpriority(os.PRIO_PROCESS, tid)))
+                lowered.add(tid)
+            except OSError:  # the thread ended
+                pass
 
 
 def _trainer_fit(net, plan, rundir, resume, workers, use_gpu, cpus, max_failures, storage, progress, start) -> dict[str, Any]:
