@@ -68,9 +68,10 @@ CPU 1.52x less):
   once. The private Ray (`nas.training._distributed.join_ray`, which this bench starts too)
   now starts its workers at the driver's priority, and while training the services but the
   raylet and Ray Train's helper actors run at nice 19 (`_background_priority`); the bench
-  prints the nice values after the runs. Paired runs of 2 workers (2 epochs, load 2-6, so
-  loaded): epochs mean 9.5 s (7.2-12.6) against 12.1 s (10.5-14.9) with Ray's priorities,
-  two pairs of three faster; Ray's processes 13-15% of a core during the epochs either way.
+  prints the nice values after the runs. Six alternated pairs of 2-worker runs (2 epochs,
+  load 2-9, so loaded): epochs mean 9.9 s against 12.2 s with Ray's priorities, four pairs of
+  six faster, worker 0's CPU lower in every pair (5.9 against 6.9 s); Ray's processes 10-15%
+  of a core during the epochs either way.
   Pinning each worker to a core was inconclusive at that load and is not done. Each row
   now shows worker 0's wall-clock in the all-reduces (``wait_seconds``: the waits for the
   other worker).
