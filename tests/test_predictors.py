@@ -252,6 +252,40 @@ def test_ensemble_accepts_configured_member_objects(space, data):
         predictors.EnsemblePredictor(space, members=[predictors.RidgePredictor(make_space())])
 
 
+@pytest.mark.parametrize("name", ["ridge", "gp", "forest", "ensemble", "graph"])
+def test_given_feature_rows_give_exactly_the_predictions_of_featurising_the_configs(name, space, data):
+    train, y, test, _ = data
+    featuriser = predictors.Featuriser(space)
+    X_train, X_test = featuriser.transform(train), featuriser.transform(test)
+    plain = predictors.get(name, space, seed=0).fit(train, y)
+    given = predictors.get(name, space, seed=0).fit(train, y, features=X_train)
+    assert np.array_equal(given.predict(test, features=X_test), plain.predict(test))
+    if plain.supports_std:
+        assert np.array_equal(given.predict_std(test, features=X_test), plain.predict_std(test))
+
+
+def test_given_feature_rows_are_used_instead_of_featurising(space, data):
+    train, y, test, _ = data
+    X_train = predictors.Featuriser(space).transform(train)
+    model = predictors.RidgePredictor(space).fit(train, y, features=X_train)
+    X_test = predictors.Featuriser(space).transform(test)
+    shifted = model.predict(test, features=X_test + 1.0)  # the rows given, not the configs' own
+    assert not np.allclose(shifted, model.predict(test))
+    members = predictors.EnsemblePredictor(space, members=("ridge", "forest")).fit(train, y, features=X_train)
+    assert not np.allclose(members.predict(test, features=X_test + 1.0), members.predict(test))  # passed on to the members
+
+
+def test_feature_rows_of_the_wrong_shape_are_refused_naming_the_shape(space, data):
+    train, y, _, _ = data
+    X = predictors.Featuriser(space).transform(train)
+    with pytest.raises(ValueError, match=r"'features' parameter must have shape \(150, 16\) .* got \(149, 16\)"):
+        predictors.RidgePredictor(space).fit(train, y, features=X[:-1])
+    model = predictors.RidgePredictor(space).fit(train, y)
+    with pytest.raises(ValueError, match=r"must have shape \(150, 16\) .* got \(150, 15\)"):
+        model.predict(train, features=X[:, :-1])
+    assert model.predict(train).shape == (150,)  # a refused call leaves nothing behind
+
+
 # -- data validation -----------------------------------------------------------------------
 def test_fit_and_predict_refuse_bad_data_clearly(space, data):
     train, y, _, _ = data
