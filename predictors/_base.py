@@ -102,6 +102,31 @@ class Predictor:
         with _one_blas_thread(), self._given(configs, features):
             return np.asarray(self._predict_std(configs), dtype=float).reshape(len(configs))
 
+    def predict_mean_std(
+        self, configs: Sequence[Mapping], *, features: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`predict` and `predict_std` of the configs, from one posterior where the predictor can (a GP).
+
+        Example:
+            >>> import predictors
+            >>> from nas import Choice, SearchSpace
+            >>> space = SearchSpace([Choice("width", [8, 16, 32, 64])])
+            >>> model = predictors.GPPredictor(space).fit([{"width": 8}, {"width": 64}], [0.5, 0.8])
+            >>> mean, std = model.predict_mean_std([{"width": 16}])
+            >>> bool(mean[0] == model.predict([{"width": 16}])[0] and std[0] == model.predict_std([{"width": 16}])[0])
+            True
+        """
+        if not self.supports_std:
+            self.predict_std(configs)  # raises, naming the predictors that have it
+        self._check_fitted("predict_mean_std")
+        configs = _check_configs(configs, "configs")
+        if not configs:
+            return np.zeros(0), np.zeros(0)
+        with _one_blas_thread(), self._given(configs, features):
+            mean, std = self._predict_mean_std(configs)
+        n = len(configs)
+        return np.asarray(mean, dtype=float).reshape(n), np.asarray(std, dtype=float).reshape(n)
+
     # -- for subclasses ------------------------------------------------------------------
     def _fit(self, configs: list[Mapping], y: np.ndarray) -> None:
         raise NotImplementedError
@@ -111,6 +136,10 @@ class Predictor:
 
     def _predict_std(self, configs: list[Mapping]) -> np.ndarray:
         raise NotImplementedError
+
+    def _predict_mean_std(self, configs: list[Mapping]) -> tuple[np.ndarray, np.ndarray]:
+        """Both at once; override where they share work (the default makes the two calls)."""
+        return self._predict(configs), self._predict_std(configs)
 
     def _check_params(self) -> None:
         """Validate the hyper-parameters; subclasses extend it (and call super)."""

@@ -76,3 +76,7 @@ class EnsemblePredictor(Predictor):
 
     def _predict_std(self, configs) -> np.ndarray:
         return self._all(configs).std(axis=0)
+
+    def _predict_mean_std(self, configs) -> tuple[np.ndarray, np.ndarray]:
+        every = self._all(configs)  # the members predict once for both
+        return every.mean(axis=0), every.std(axis=0)

@@ -106,10 +106,21 @@ def test_predict_std_gives_one_positive_spread_per_config(name, fitted, data):
     assert np.all(std >= 0) and np.all(np.isfinite(std)) and std.max() > 0
 
 
+@pytest.mark.parametrize("name", ["gp", "forest", "ensemble", "graph"])
+def test_predict_mean_std_is_exactly_predict_and_predict_std(name, fitted, data):
+    _, _, test, _ = data
+    mean, std = fitted[name].predict_mean_std(test)
+    assert np.array_equal(mean, fitted[name].predict(test)) and np.array_equal(std, fitted[name].predict_std(test))
+    empty = fitted[name].predict_mean_std([])
+    assert empty[0].shape == empty[1].shape == (0,)
+
+
 @pytest.mark.parametrize("name", ["ridge", "boosting", "mlp"])
 def test_predict_std_without_uncertainty_names_the_predictors_that_have_it(name, fitted, data):
     with pytest.raises(NotImplementedError, match="does not estimate uncertainty.*ensemble, forest, gp, graph"):
         fitted[name].predict_std(data[2][:3])
+    with pytest.raises(NotImplementedError, match="does not estimate uncertainty"):
+        fitted[name].predict_mean_std(data[2][:3])
 
 
 def test_graph_ridge_has_no_predict_std(space, data):

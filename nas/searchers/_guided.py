@@ -167,6 +167,7 @@ class GuidedSearcher(Searcher):
         self._fitted_on = -1
         self._cost_cache: dict[str, dict[str, float]] = {}
         self._all: _Candidates | None = None
+        self._keys: dict[tuple, str] = {}  # space.key of configs met, by their items and the values' types
 
     # -- learning ------------------------------------------------------------------------
     def _tell(self, told: list[Told]) -> None:
@@ -245,9 +246,12 @@ class GuidedSearcher(Searcher):
                 out[:, j] = self._score_cost(configs, keys, j)
                 continue
             model = models[objective.name]
-            out[:, j] = objective.sign * _predicted(model, configs, features)
             if self.explore > 0 and getattr(model, "supports_std", False):
-                out[:, j] -= self.explore * _predicted(model, configs, features, std=True)
+                mean, std = _mean_and_std(model, configs, features)
+                out[:, j] = objective.sign * mean
+                out[:, j] -= self.explore * std
+            else:
+                out[:, j] = objective.sign * _predicted(model, configs, features)
         return out
 
     def _cost_of(self, config: Config, key: str) -> dict[str, float]:
@@ -308,11 +312,11 @@ class GuidedSearcher(Searcher):
         objective = self.objectives[predicted]
         model = self.models_[objective.name]
         c = self._score_cost(configs, keys, exact) if costs is None else costs
-        mean = objective.sign * _predicted(model, configs, features)
         if getattr(model, "supports_std", False):
-            std = _predicted(model, configs, features, std=True)
+            mean, std = _mean_and_std(model, configs, features)
         else:
-            std = np.zeros(len(configs))
+            mean, std = _predicted(model, configs, features), np.zeros(len(configs))
+        mean = objective.sign * mean
         known = np.asarray(self._ok_values)
         ref_c = max(float(known[:, exact].max()), float(c.max()))
         ref_a = float(known[:, predicted].max())
@@ -404,15 +408,16 @@ class GuidedSearcher(Searcher):
         space, size = self.space, self.population_size
         rng = np.random.default_rng([self._entropy, point, 1])
         known = self._ok_configs[:point]
-        told = {space.key(c) for c in known}
+        key_of = self._key_of
+        told = {key_of(c) for c in known}
         parents = [known[i] for i in select(np.asarray(self._ok_values[:point]), size)]
-        parent_keys = [space.key(c) for c in parents]
+        parent_keys = [key_of(c) for c in parents]
         pool: dict[str, Config] = {}
         for _attempt in range(20 * size):  # fill the population with random feasible configs
             if len(parents) >= size:
                 break
             config = space.canonical(space.sample(rng))
-            key = space.key(config)
+            key = key_of(config)
             if key not in pool and key not in told and self.feasible(config, key):
                 pool[key] = config
                 parents.append(config)
@@ -427,7 +432,7 @@ class GuidedSearcher(Searcher):
                     a, b = tournament(rank, crowd, 2, rng)
                     child = crossover(space, parents[a], parents[b], rng) if rng.random() < 0.9 else parents[a]
                     child = mutate(space, child, rng)
-                    key = space.key(child)
+                    key = key_of(child)
                     if key not in pool and key not in told and self.feasible(child, key):
                         pool[key] = child
                         children.append(child)
@@ -442,8 +447,19 @@ class GuidedSearcher(Searcher):
         keys = list(pool)
         return [pool[k] for k in keys], keys
 
+    def _key_of(self, config: Config) -> str:
+        """`space.key(config)`, remembered by the config's items (NSGA-II runs meet the same children again)."""
+        items = (tuple(config.items()), tuple(map(type, config.values())))
+        key = self._keys.get(items)
+        if key is None:
+            if len(self._keys) >= _REMEMBERED_KEYS:
+                self._keys.clear()
+            key = self._keys[items] = self.space.key(config)
+        return key
+
 
 _ACQUISITIONS = ("auto", "ehvi", "spread")
+_REMEMBERED_KEYS = 200_000  # configs whose keys a searcher keeps
 
 
 class _Candidates:
@@ -502,12 +518,18 @@ def _takes_features(model: Any) -> bool:
 _TAKES_FEATURES: dict[type, bool] = {}  # per predictor class (a subclass may override fit without `features`)
 
 
-def _predicted(model: Any, configs: list[Config], features: np.ndarray | None, std: bool = False) -> np.ndarray:
-    """`model`'s prediction (or predictive std) for `configs`, from their feature rows when given and taken."""
-    method = model.predict_std if std else model.predict
+def _predicted(model: Any, configs: list[Config], features: np.ndarray | None) -> np.ndarray:
+    """`model`'s prediction for `configs`, from their feature rows when given and taken."""
     if features is not None and _takes_features(model):
-        return method(configs, features=features)
-    return method(configs)
+        return model.predict(configs, features=features)
+    return model.predict(configs)
+
+
+def _mean_and_std(model: Any, configs: list[Config], features: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """`model`'s prediction and predictive std for `configs` (a `predictors.Predictor`: from one posterior)."""
+    if _takes_features(model):
+        return model.predict_mean_std(configs, **({} if features is None else {"features": features}))
+    return model.predict(configs), model.predict_std(configs)
 
 
 def _staircase(front: np.ndarray, ref_c: float, ref_a: float) -> tuple[np.ndarray, np.ndarray]:
