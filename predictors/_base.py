@@ -102,6 +102,18 @@ class Predictor:
         with _one_blas_thread(), self._given(configs, features):
             return np.asarray(self._predict_std(configs), dtype=float).reshape(len(configs))
 
+    def featurise(self, configs: Sequence[Mapping]) -> np.ndarray:
+        """The feature rows of `configs` that `fit`, `predict` and `predict_std` take as ``features=``.
+
+        Example:
+            >>> import predictors
+            >>> from nas import Choice, SearchSpace
+            >>> space = SearchSpace([Choice("width", [8, 16, 32, 64])])
+            >>> predictors.RidgePredictor(space).featurise([{"width": 16}]).round(3).tolist()
+            [[0.333]]
+        """
+        return featuriser_for(self.space).transform(_check_configs(configs, "configs"))
+
     def predict_mean_std(
         self, configs: Sequence[Mapping], *, features: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:

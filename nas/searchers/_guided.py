@@ -207,17 +207,17 @@ class GuidedSearcher(Searcher):
                 else:
                     model = self.predictor.clone()
                 if _takes_features(model):  # the ok configs' rows, featurised once for every refit
-                    model = model.fit(configs, y, features=self._ok_rows(n))
+                    model = model.fit(configs, y, features=self._ok_rows(n, model))
                 else:
                     model = model.fit(configs, y)
             models[objective.name] = model
         return models
 
-    def _ok_rows(self, n: int) -> np.ndarray:
-        """The feature rows of the first `n` ok configs (a copy), featurising only those not done yet."""
+    def _ok_rows(self, n: int, model: Any) -> np.ndarray:
+        """The feature rows of the first `n` ok configs (a copy), `model` featurising only those not done yet."""
         done = self._ok_featurised
         if n > done:
-            rows = _featuriser(self.space).transform(self._ok_configs[done:n])
+            rows = model.featurise(self._ok_configs[done:n])
             if n > len(self._ok_features):  # room for twice as many: each config is featurised once
                 grown = np.empty((max(n, 2 * len(self._ok_features)), rows.shape[1]))
                 if done:
@@ -489,7 +489,8 @@ class _Candidates:
     def features(self, index: np.ndarray) -> np.ndarray:
         """The feature rows of the candidates at `index` (all of them featurised on first use)."""
         if self._features is None:
-            self._features = _featuriser(self.searcher.space).transform(self.configs)
+            model = next(iter(self.searcher.models_.values()))
+            self._features = model.featurise(self.configs)
         return self._features[index]
 
     def cost(self, j: int, index: np.ndarray) -> np.ndarray:
@@ -499,22 +500,15 @@ class _Candidates:
         return self._costs[j][index]
 
 
-def _featuriser(space: SearchSpace) -> Any:
-    """The shared `predictors` featuriser of `space` (the package loads on first use)."""
-    from predictors._features import featuriser_for
-
-    return featuriser_for(space)
-
-
 def _takes_features(model: Any) -> bool:
-    """Whether `model` is a `predictors.Predictor` whose fit and predict take the configs' feature rows."""
+    """Whether `model` is a `predictors.Predictor`-like one: `featurise`, and `features=` in fit and the predicts."""
     kind = type(model)
     answer = _TAKES_FEATURES.get(kind)
     if answer is None:
-        from predictors import Predictor
-
-        answer = _TAKES_FEATURES[kind] = issubclass(kind, Predictor) and all(
-            "features" in inspect.signature(getattr(kind, m)).parameters for m in ("fit", "predict", "predict_std")
+        methods = ("fit", "predict", "predict_std", "predict_mean_std")
+        answer = _TAKES_FEATURES[kind] = callable(getattr(kind, "featurise", None)) and all(
+            callable(getattr(kind, m, None)) and "features" in inspect.signature(getattr(kind, m)).parameters
+            for m in methods
         )
     return answer
 
