@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
@@ -55,12 +56,17 @@ class Predictor:
         self._check_params()
 
     # -- the protocol --------------------------------------------------------------------
-    def fit(self, configs: Sequence[Mapping], values: Sequence[float] | np.ndarray) -> Predictor:
+    def fit(
+        self, configs: Sequence[Mapping], values: Sequence[float] | np.ndarray, *, features: np.ndarray | None = None
+    ) -> Predictor:
         """Learn ``config -> value`` from evaluated configs; returns ``self``.
 
         Args:
             configs: evaluated configs of `space`.
             values: the metric of each config (finite numbers), same length.
+            features: the configs' rows of ``Featuriser(space).transform(configs)`` when the
+                caller keeps them (a search refitting on the same configs): used instead of
+                featurising the configs again, which also skips validating them.
         """
         self._check_params()
         configs = _check_configs(configs, "configs")
@@ -68,22 +74,22 @@ class Predictor:
         if len(configs) < 2:
             raise ValueError(f"{type(self).__name__}.fit needs at least 2 evaluated configs, got {len(configs)}")
         self.__dict__.pop("n_fitted_", None)  # a failed refit leaves the predictor unfitted
-        with _one_blas_thread():
+        with _one_blas_thread(), self._given(configs, features):
             self._fit(configs, y)
         self.n_fitted_ = len(configs)
         return self
 
-    def predict(self, configs: Sequence[Mapping]) -> np.ndarray:
-        """The predicted value of each config, as a 1-D float array."""
+    def predict(self, configs: Sequence[Mapping], *, features: np.ndarray | None = None) -> np.ndarray:
+        """The predicted value of each config, as a 1-D float array (`features`: as in `fit`)."""
         self._check_fitted("predict")
         configs = _check_configs(configs, "configs")
         if not configs:
             return np.zeros(0)
-        with _one_blas_thread():
+        with _one_blas_thread(), self._given(configs, features):
             return np.asarray(self._predict(configs), dtype=float).reshape(len(configs))
 
-    def predict_std(self, configs: Sequence[Mapping]) -> np.ndarray:
-        """The predictive standard deviation of each config (same units as the values)."""
+    def predict_std(self, configs: Sequence[Mapping], *, features: np.ndarray | None = None) -> np.ndarray:
+        """The predictive standard deviation of each config (same units as the values; `features`: as in `fit`)."""
         if not self.supports_std:
             raise NotImplementedError(
                 f"{type(self).__name__} does not estimate uncertainty; predictors with predict_std: "
@@ -93,8 +99,45 @@ class Predictor:
         configs = _check_configs(configs, "configs")
         if not configs:
             return np.zeros(0)
-        with _one_blas_thread():
+        with _one_blas_thread(), self._given(configs, features):
             return np.asarray(self._predict_std(configs), dtype=float).reshape(len(configs))
+
+    def featurise(self, configs: Sequence[Mapping]) -> np.ndarray:
+        """The feature rows of `configs` that `fit`, `predict` and `predict_std` take as ``features=``.
+
+        Example:
+            >>> import predictors
+            >>> from nas import Choice, SearchSpace
+            >>> space = SearchSpace([Choice("width", [8, 16, 32, 64])])
+            >>> predictors.RidgePredictor(space).featurise([{"width": 16}]).round(3).tolist()
+            [[0.333]]
+        """
+        return featuriser_for(self.space).transform(_check_configs(configs, "configs"))
+
+    def predict_mean_std(
+        self, configs: Sequence[Mapping], *, features: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`predict` and `predict_std` of the configs, from one posterior where the predictor can (a GP).
+
+        Example:
+            >>> import predictors
+            >>> from nas import Choice, SearchSpace
+            >>> space = SearchSpace([Choice("width", [8, 16, 32, 64])])
+            >>> model = predictors.GPPredictor(space).fit([{"width": 8}, {"width": 64}], [0.5, 0.8])
+            >>> mean, std = model.predict_mean_std([{"width": 16}])
+            >>> bool(mean[0] == model.predict([{"width": 16}])[0] and std[0] == model.predict_std([{"width": 16}])[0])
+            True
+        """
+        if not self.supports_std:
+            self.predict_std(configs)  # raises, naming the predictors that have it
+        self._check_fitted("predict_mean_std")
+        configs = _check_configs(configs, "configs")
+        if not configs:
+            return np.zeros(0), np.zeros(0)
+        with _one_blas_thread(), self._given(configs, features):
+            mean, std = self._predict_mean_std(configs)
+        n = len(configs)
+        return np.asarray(mean, dtype=float).reshape(n), np.asarray(std, dtype=float).reshape(n)
 
     # -- for subclasses ------------------------------------------------------------------
     def _fit(self, configs: list[Mapping], y: np.ndarray) -> None:
@@ -106,6 +149,10 @@ class Predictor:
     def _predict_std(self, configs: list[Mapping]) -> np.ndarray:
         raise NotImplementedError
 
+    def _predict_mean_std(self, configs: list[Mapping]) -> tuple[np.ndarray, np.ndarray]:
+        """Both at once; override where they share work (the default makes the two calls)."""
+        return self._predict(configs), self._predict_std(configs)
+
     def _check_params(self) -> None:
         """Validate the hyper-parameters; subclasses extend it (and call super)."""
         if not isinstance(self.space, SearchSpace):
@@ -116,8 +163,35 @@ class Predictor:
         check_param(self, "seed", lambda v: v is None or _is_int(v) and v >= 0, "an int >= 0 or None")
 
     def _encode(self, configs: Sequence[Mapping]) -> np.ndarray:
-        """The shared feature matrix of `configs` (see `Featuriser`)."""
+        """The shared feature matrix of `configs` (see `Featuriser`), or the rows the caller gave for them."""
+        given = self.__dict__.get("_features_given")
+        if given is not None and given[0] is configs:
+            return given[1]
         return featuriser_for(self.space).transform(configs)
+
+    def _given_features(self, configs: Sequence[Mapping]) -> np.ndarray | None:
+        """The feature rows the caller of `fit` / `predict` gave for `configs` (None: not given)."""
+        given = self.__dict__.get("_features_given")
+        return given[1] if given is not None and given[0] is configs else None
+
+    @contextmanager
+    def _given(self, configs: list[Mapping], features: np.ndarray | None) -> Iterator[None]:
+        """While fitting or predicting `configs`, `_encode(configs)` returns `features` (when given)."""
+        if features is None:
+            yield
+            return
+        features = np.asarray(features, dtype=float)
+        n_features = featuriser_for(self.space).n_features
+        if features.shape != (len(configs), n_features):
+            raise ValueError(
+                f"The 'features' parameter must have shape ({len(configs)}, {n_features}) (one "
+                f"featurised row per config), got {features.shape}."
+            )
+        self._features_given = (configs, features)
+        try:
+            yield
+        finally:
+            del self._features_given
 
     def _check_fitted(self, what: str) -> None:
         if not hasattr(self, "n_fitted_"):

@@ -60,13 +60,23 @@ class EnsemblePredictor(Predictor):
         return member.clone() if isinstance(member, Predictor) else get(member, self.space, seed=self.seed)
 
     def _fit(self, configs, y):
-        self.members_ = [self._build(m).fit(configs, y) for m in self.members]
+        given = self._passed(configs)  # the caller's feature rows go on to the members
+        self.members_ = [self._build(m).fit(configs, y, **given) for m in self.members]
 
     def _all(self, configs) -> np.ndarray:
-        return np.stack([m.predict(configs) for m in self.members_])
+        given = self._passed(configs)
+        return np.stack([m.predict(configs, **given) for m in self.members_])
+
+    def _passed(self, configs) -> dict:
+        features = self._given_features(configs)
+        return {} if features is None else {"features": features}
 
     def _predict(self, configs) -> np.ndarray:
         return self._all(configs).mean(axis=0)
 
     def _predict_std(self, configs) -> np.ndarray:
         return self._all(configs).std(axis=0)
+
+    def _predict_mean_std(self, configs) -> tuple[np.ndarray, np.ndarray]:
+        every = self._all(configs)  # the members predict once for both
+        return every.mean(axis=0), every.std(axis=0)

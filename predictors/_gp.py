@@ -73,3 +73,6 @@ class GPPredictor(Predictor):
 
     def _predict_std(self, configs) -> np.ndarray:
         return self.model_.predict(self._encode(configs), return_std=True)[1]
+
+    def _predict_mean_std(self, configs) -> tuple[np.ndarray, np.ndarray]:
+        return self.model_.predict(self._encode(configs), return_std=True)  # one kernel between configs and data

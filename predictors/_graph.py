@@ -136,3 +136,6 @@ class GraphPredictor(Predictor):
 
     def _predict_std(self, configs) -> np.ndarray:
         return self.model_.predict(self._transform(configs), return_std=True)[1]
+
+    def _predict_mean_std(self, configs) -> tuple[np.ndarray, np.ndarray]:
+        return self.model_.predict(self._transform(configs), return_std=True)  # one posterior for both

@@ -106,10 +106,21 @@ def test_predict_std_gives_one_positive_spread_per_config(name, fitted, data):
     assert np.all(std >= 0) and np.all(np.isfinite(std)) and std.max() > 0
 
 
+@pytest.mark.parametrize("name", ["gp", "forest", "ensemble", "graph"])
+def test_predict_mean_std_is_exactly_predict_and_predict_std(name, fitted, data):
+    _, _, test, _ = data
+    mean, std = fitted[name].predict_mean_std(test)
+    assert np.array_equal(mean, fitted[name].predict(test)) and np.array_equal(std, fitted[name].predict_std(test))
+    empty = fitted[name].predict_mean_std([])
+    assert empty[0].shape == empty[1].shape == (0,)
+
+
 @pytest.mark.parametrize("name", ["ridge", "boosting", "mlp"])
 def test_predict_std_without_uncertainty_names_the_predictors_that_have_it(name, fitted, data):
     with pytest.raises(NotImplementedError, match="does not estimate uncertainty.*ensemble, forest, gp, graph"):
         fitted[name].predict_std(data[2][:3])
+    with pytest.raises(NotImplementedError, match="does not estimate uncertainty"):
+        fitted[name].predict_mean_std(data[2][:3])
 
 
 def test_graph_ridge_has_no_predict_std(space, data):
@@ -250,6 +261,40 @@ def test_ensemble_accepts_configured_member_objects(space, data):
     np.testing.assert_allclose(model.predict(test), expected)
     with pytest.raises(predictors.InvalidParameterError, match="built on another search space"):
         predictors.EnsemblePredictor(space, members=[predictors.RidgePredictor(make_space())])
+
+
+@pytest.mark.parametrize("name", ["ridge", "gp", "forest", "ensemble", "graph"])
+def test_given_feature_rows_give_exactly_the_predictions_of_featurising_the_configs(name, space, data):
+    train, y, test, _ = data
+    featuriser = predictors.Featuriser(space)
+    X_train, X_test = featuriser.transform(train), featuriser.transform(test)
+    plain = predictors.get(name, space, seed=0).fit(train, y)
+    given = predictors.get(name, space, seed=0).fit(train, y, features=X_train)
+    assert np.array_equal(given.predict(test, features=X_test), plain.predict(test))
+    if plain.supports_std:
+        assert np.array_equal(given.predict_std(test, features=X_test), plain.predict_std(test))
+
+
+def test_given_feature_rows_are_used_instead_of_featurising(space, data):
+    train, y, test, _ = data
+    X_train = predictors.Featuriser(space).transform(train)
+    model = predictors.RidgePredictor(space).fit(train, y, features=X_train)
+    X_test = predictors.Featuriser(space).transform(test)
+    shifted = model.predict(test, features=X_test + 1.0)  # the rows given, not the configs' own
+    assert not np.allclose(shifted, model.predict(test))
+    members = predictors.EnsemblePredictor(space, members=("ridge", "forest")).fit(train, y, features=X_train)
+    assert not np.allclose(members.predict(test, features=X_test + 1.0), members.predict(test))  # passed on to the members
+
+
+def test_feature_rows_of_the_wrong_shape_are_refused_naming_the_shape(space, data):
+    train, y, _, _ = data
+    X = predictors.Featuriser(space).transform(train)
+    with pytest.raises(ValueError, match=r"'features' parameter must have shape \(150, 16\) .* got \(149, 16\)"):
+        predictors.RidgePredictor(space).fit(train, y, features=X[:-1])
+    model = predictors.RidgePredictor(space).fit(train, y)
+    with pytest.raises(ValueError, match=r"must have shape \(150, 16\) .* got \(150, 15\)"):
+        model.predict(train, features=X[:, :-1])
+    assert model.predict(train).shape == (150,)  # a refused call leaves nothing behind
 
 
 # -- data validation -----------------------------------------------------------------------

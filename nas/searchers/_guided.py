@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -28,7 +29,11 @@ class GuidedSearcher(Searcher):
     evaluations have grown by `evolve_growth` since the last run (at fixed counts
     ``n_init, n_init * (1 + growth), ...``, with its own seed per count, so a resumed search
     rebuilds the same candidates); in between, every ask re-scores the remaining candidates
-    with the predictors refitted on all evaluations.
+    with the predictors refitted on all evaluations. The candidates' feature rows and `cost`
+    columns are computed once per run (and each ok config's rows once for every refit), so
+    an ask costs a refit and one prediction over the candidates: on ``bench/overhead.py``
+    (ridge, 2,000 evaluations of a 160k-config space) about half the engine time per
+    evaluation it cost when each ask featurised them all again, with the same proposals.
 
     The acquisition picks the batch among the candidates. ``"ehvi"`` (the ``"auto"`` choice
     when there are two objectives and `cost` computes one of them, e.g. accuracy vs params):
@@ -157,13 +162,16 @@ class GuidedSearcher(Searcher):
         self.population_size = population_size
         self.generations = generations
         self.evolve_growth = float(evolve_growth)
-        self._pool: tuple[int, list[Config], list[str]] | None = None  # (ok count it was evolved at, candidates, keys)
+        self._pool: tuple[int, _Candidates] | None = None  # (ok count it was evolved at, its candidates)
         self.models_: dict[str, Any] = {}
         self._ok_configs: list[Config] = []
         self._ok_values: list[np.ndarray] = []
+        self._ok_features = np.zeros((0, 0))  # feature rows of the first `_ok_featurised` ok configs
+        self._ok_featurised = 0
         self._fitted_on = -1
         self._cost_cache: dict[str, dict[str, float]] = {}
-        self._all: tuple[list[Config], list[str]] | None = None
+        self._all: _Candidates | None = None
+        self._keys: dict[tuple, str] = {}  # space.key of configs met, by their items and the values' types
 
     # -- learning ------------------------------------------------------------------------
     def _tell(self, told: list[Told]) -> None:
@@ -192,16 +200,45 @@ class GuidedSearcher(Searcher):
             if self.predictor == "auto":
                 kwargs = {"seed": self.seed or 0, **self.predictor_kwargs}
                 model = PREDICTOR_SELECTION.lookup("auto")(self.space, configs, y, **kwargs)
-            elif isinstance(self.predictor, str):
-                kwargs = {"seed": self.seed, **self.predictor_kwargs}
-                model = PREDICTORS.build(self.predictor, self.space, **kwargs).fit(configs, y)
             else:
-                model = self.predictor.clone().fit(configs, y)
+                if isinstance(self.predictor, str):
+                    kwargs = {"seed": self.seed, **self.predictor_kwargs}
+                    model = PREDICTORS.build(self.predictor, self.space, **kwargs)
+                else:
+                    model = self.predictor.clone()
+                if _takes_features(model):  # the ok configs' rows, featurised once for every refit
+                    model = model.fit(configs, y, features=self._ok_rows(n, model))
+                else:
+                    model = model.fit(configs, y)
             models[objective.name] = model
         return models
 
-    def score(self, configs: list[Config], keys: list[str] | None = None, models: Mapping[str, Any] | None = None) -> np.ndarray:
-        """The n x k minimisation matrix of predicted (and computed `cost`) objectives (`models`: default `models_`)."""
+    def _ok_rows(self, n: int, model: Any) -> np.ndarray:
+        """The feature rows of the first `n` ok configs (a copy), `model` featurising only those not done yet."""
+        done = self._ok_featurised
+        if n > done:
+            rows = model.featurise(self._ok_configs[done:n])
+            if n > len(self._ok_features):  # room for twice as many: each config is featurised once
+                grown = np.empty((max(n, 2 * len(self._ok_features)), rows.shape[1]))
+                if done:
+                    grown[:done] = self._ok_features[:done]
+                self._ok_features = grown
+            self._ok_features[done:n] = rows
+            self._ok_featurised = n
+        return self._ok_features[:n].copy()
+
+    def score(
+        self,
+        configs: list[Config],
+        keys: list[str] | None = None,
+        models: Mapping[str, Any] | None = None,
+        *,
+        features: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The n x k minimisation matrix of predicted (and computed `cost`) objectives (`models`: default `models_`).
+
+        `features`: the configs' feature rows when the caller keeps them (see `predictors.Predictor.fit`).
+        """
         models = self.models_ if models is None else models
         keys = keys if keys is not None else [self.space.key(c) for c in configs]
         out = np.empty((len(configs), len(self.objectives)))
@@ -213,9 +250,12 @@ class GuidedSearcher(Searcher):
                 out[:, j] = self._score_cost(configs, keys, j)
                 continue
             model = models[objective.name]
-            out[:, j] = objective.sign * model.predict(configs)
             if self.explore > 0 and getattr(model, "supports_std", False):
-                out[:, j] -= self.explore * model.predict_std(configs)
+                mean, std = _mean_and_std(model, configs, features)
+                out[:, j] = objective.sign * mean
+                out[:, j] -= self.explore * std
+            else:
+                out[:, j] = objective.sign * _predicted(model, configs, features)
         return out
 
     def _cost_of(self, config: Config, key: str) -> dict[str, float]:
@@ -229,16 +269,21 @@ class GuidedSearcher(Searcher):
         if len(self._ok_configs) < max(self.n_init, 2):
             return self.random_unseen(n)
         self._fit()
-        if self._size <= self.enumerate_limit:
-            configs, keys = self._unseen_configs()
-        else:
-            configs, keys = self._evolve_candidates()
-        if not configs:
+        pool, unseen = self._unseen() if self._size <= self.enumerate_limit else self._evolve_candidates()
+        if not len(unseen):
             return []
+        configs, keys = pool.take(unseen)
+        features = pool.features(unseen) if self._featurised() else None
         if self._acquisition() == "ehvi":
-            return [configs[i] for i in self._ehvi_batch(configs, keys, n)]
-        values = self.score(configs, keys)
+            exact = 0 if self.objectives[0].name in self.cost_names() else 1
+            costs = pool.cost(exact, unseen)
+            return [configs[i] for i in self._ehvi_batch(configs, keys, n, features=features, costs=costs)]
+        values = self.score(configs, keys, features=features)
         return [configs[i] for i in best_spread(values, n)]
+
+    def _featurised(self) -> bool:
+        """Whether the predictors take feature rows (so candidates are featurised once, not at every ask)."""
+        return bool(self.models_) and all(_takes_features(m) for m in self.models_.values())
 
     def _acquisition(self) -> str:
         """The acquisition in use: ``"auto"`` is ``"ehvi"`` for two objectives of which `cost` computes one."""
@@ -246,7 +291,15 @@ class GuidedSearcher(Searcher):
             return "spread"
         return "ehvi" if len(self.objectives) == 2 and len(self.cost_names() & {o.name for o in self.objectives}) == 1 else "spread"
 
-    def _ehvi_batch(self, configs: list[Config], keys: list[str], n: int) -> list[int]:
+    def _ehvi_batch(
+        self,
+        configs: list[Config],
+        keys: list[str],
+        n: int,
+        *,
+        features: np.ndarray | None = None,
+        costs: np.ndarray | None = None,
+    ) -> list[int]:
         """Indices of `n` candidates picked one by one by expected hypervolume improvement.
 
         Two objectives, `cost` computing one (`c`, exact) and a predictor the other (`a`,
@@ -255,15 +308,19 @@ class GuidedSearcher(Searcher):
         sum over the front's steps of ``width * E[max(0, level - a)]`` (closed form). After
         each pick the pick joins the front at its predicted mean (Kriging believer), so the
         batch spreads to where the improvement is. The reference point is the worst value of
-        each objective among the evaluations and the candidates.
+        each objective among the evaluations and the candidates. `features` and `costs`: the
+        candidates' feature rows and `_score_cost` column, when the caller keeps them.
         """
         exact = 0 if self.objectives[0].name in self.cost_names() else 1
         predicted = 1 - exact
         objective = self.objectives[predicted]
         model = self.models_[objective.name]
-        c = self._score_cost(configs, keys, exact)
-        mean = objective.sign * model.predict(configs)
-        std = model.predict_std(configs) if getattr(model, "supports_std", False) else np.zeros(len(configs))
+        c = self._score_cost(configs, keys, exact) if costs is None else costs
+        if getattr(model, "supports_std", False):
+            mean, std = _mean_and_std(model, configs, features)
+        else:
+            mean, std = _predicted(model, configs, features), np.zeros(len(configs))
+        mean = objective.sign * mean
         known = np.asarray(self._ok_values)
         ref_c = max(float(known[:, exact].max()), float(c.max()))
         ref_a = float(known[:, predicted].max())
@@ -314,24 +371,28 @@ class GuidedSearcher(Searcher):
         return objective.sign * np.array([self._cost_of(cfg, k)[objective.name] for cfg, k in zip(configs, keys)], dtype=float)
 
     def _unseen_configs(self) -> tuple[list[Config], list[str]]:
-        if self._all is None:
-            configs = list(self.space.enumerate())
-            self._all = (configs, [self.space.key(c) for c in configs])
-        configs, keys = self._all
-        unseen = [i for i, (c, k) in enumerate(zip(configs, keys)) if not self.taken(k) and self.feasible(c, k)]
-        return [configs[i] for i in unseen], [keys[i] for i in unseen]
+        """The feasible configs of the space not told or pending, and their keys."""
+        pool, unseen = self._unseen()
+        return pool.take(unseen)
 
-    def _evolve_candidates(self) -> tuple[list[Config], list[str]]:
-        """The unseen candidates of the latest scheduled NSGA-II run (run now if it is due)."""
+    def _unseen(self) -> tuple[_Candidates, np.ndarray]:
+        """Every feasible config of the space (enumerated once), and the indices of those not taken."""
+        if self._all is None:
+            configs = [c for c in self.space.enumerate()]
+            keys = [self.space.key(c) for c in configs]
+            feasible = [i for i, (c, k) in enumerate(zip(configs, keys)) if self.feasible(c, k)]
+            self._all = _Candidates(self, [configs[i] for i in feasible], [keys[i] for i in feasible])
+        return self._all, self._all.untaken()
+
+    def _evolve_candidates(self) -> tuple[_Candidates, np.ndarray]:
+        """The candidates of the latest scheduled NSGA-II run (run now if it is due), and the indices of those not taken."""
         point = self._schedule_point(len(self._ok_configs))
         if self._pool is None or self._pool[0] != point:
             models = self.models_ if point == self._fitted_on else self._fitted(point)
             configs, keys = self._evolve(point, models)
-            self._pool = (point, configs, keys)
-        _, configs, keys = self._pool
-        told, pending = self._told, self._pending
-        unseen = [i for i, k in enumerate(keys) if k not in told and k not in pending]
-        return [configs[i] for i in unseen], [keys[i] for i in unseen]
+            self._pool = (point, _Candidates(self, configs, keys))
+        pool = self._pool[1]
+        return pool, pool.untaken()
 
     def _schedule_point(self, n_ok: int) -> int:
         """The last ok-evaluation count at or below `n_ok` at which an NSGA-II candidate run is due."""
@@ -351,15 +412,16 @@ class GuidedSearcher(Searcher):
         space, size = self.space, self.population_size
         rng = np.random.default_rng([self._entropy, point, 1])
         known = self._ok_configs[:point]
-        told = {space.key(c) for c in known}
+        key_of = self._key_of
+        told = {key_of(c) for c in known}
         parents = [known[i] for i in select(np.asarray(self._ok_values[:point]), size)]
-        parent_keys = [space.key(c) for c in parents]
+        parent_keys = [key_of(c) for c in parents]
         pool: dict[str, Config] = {}
         for _attempt in range(20 * size):  # fill the population with random feasible configs
             if len(parents) >= size:
                 break
             config = space.canonical(space.sample(rng))
-            key = space.key(config)
+            key = key_of(config)
             if key not in pool and key not in told and self.feasible(config, key):
                 pool[key] = config
                 parents.append(config)
@@ -374,7 +436,7 @@ class GuidedSearcher(Searcher):
                     a, b = tournament(rank, crowd, 2, rng)
                     child = crossover(space, parents[a], parents[b], rng) if rng.random() < 0.9 else parents[a]
                     child = mutate(space, child, rng)
-                    key = space.key(child)
+                    key = key_of(child)
                     if key not in pool and key not in told and self.feasible(child, key):
                         pool[key] = child
                         children.append(child)
@@ -389,8 +451,83 @@ class GuidedSearcher(Searcher):
         keys = list(pool)
         return [pool[k] for k in keys], keys
 
+    def _key_of(self, config: Config) -> str:
+        """`space.key(config)`, remembered by the config's items (NSGA-II runs meet the same children again)."""
+        items = (tuple(config.items()), tuple(map(type, config.values())))
+        key = self._keys.get(items)
+        if key is None:
+            if len(self._keys) >= _REMEMBERED_KEYS:
+                self._keys.clear()
+            key = self._keys[items] = self.space.key(config)
+        return key
+
 
 _ACQUISITIONS = ("auto", "ehvi", "spread")
+_REMEMBERED_KEYS = 200_000  # configs whose keys a searcher keeps
+
+
+class _Candidates:
+    """A searcher's candidate configs, whose feature rows and cost columns are computed once.
+
+    The same candidates recur at every ask until the next NSGA-II run (or for the whole
+    search, when the space is enumerated): each ask takes the rows of those not taken yet.
+    """
+
+    def __init__(self, searcher: GuidedSearcher, configs: list[Config], keys: list[str]):
+        self.searcher, self.configs, self.keys = searcher, configs, keys
+        self._features: np.ndarray | None = None
+        self._costs: dict[int, np.ndarray] = {}
+
+    def untaken(self) -> np.ndarray:
+        """The indices of the candidates neither told nor pending, in order."""
+        taken = self.searcher.taken
+        return np.array([i for i, k in enumerate(self.keys) if not taken(k)], dtype=np.intp)
+
+    def take(self, index: np.ndarray) -> tuple[list[Config], list[str]]:
+        return [self.configs[i] for i in index], [self.keys[i] for i in index]
+
+    def features(self, index: np.ndarray) -> np.ndarray:
+        """The feature rows of the candidates at `index` (all of them featurised on first use)."""
+        if self._features is None:
+            model = next(iter(self.searcher.models_.values()))
+            self._features = model.featurise(self.configs)
+        return self._features[index]
+
+    def cost(self, j: int, index: np.ndarray) -> np.ndarray:
+        """The `cost` objective `j`'s minimisation values of the candidates at `index`."""
+        if j not in self._costs:
+            self._costs[j] = self.searcher._score_cost(self.configs, self.keys, j)
+        return self._costs[j][index]
+
+
+def _takes_features(model: Any) -> bool:
+    """Whether `model` is a `predictors.Predictor`-like one: `featurise`, and `features=` in fit and the predicts."""
+    kind = type(model)
+    answer = _TAKES_FEATURES.get(kind)
+    if answer is None:
+        methods = ("fit", "predict", "predict_std", "predict_mean_std")
+        answer = _TAKES_FEATURES[kind] = callable(getattr(kind, "featurise", None)) and all(
+            callable(getattr(kind, m, None)) and "features" in inspect.signature(getattr(kind, m)).parameters
+            for m in methods
+        )
+    return answer
+
+
+_TAKES_FEATURES: dict[type, bool] = {}  # per predictor class (a subclass may override fit without `features`)
+
+
+def _predicted(model: Any, configs: list[Config], features: np.ndarray | None) -> np.ndarray:
+    """`model`'s prediction for `configs`, from their feature rows when given and taken."""
+    if features is not None and _takes_features(model):
+        return model.predict(configs, features=features)
+    return model.predict(configs)
+
+
+def _mean_and_std(model: Any, configs: list[Config], features: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """`model`'s prediction and predictive std for `configs` (a `predictors.Predictor`: from one posterior)."""
+    if _takes_features(model):
+        return model.predict_mean_std(configs, **({} if features is None else {"features": features}))
+    return model.predict(configs), model.predict_std(configs)
 
 
 def _staircase(front: np.ndarray, ref_c: float, ref_a: float) -> tuple[np.ndarray, np.ndarray]:

@@ -151,6 +151,9 @@ def tournament(rank: np.ndarray, crowd: np.ndarray, n: int, rng: np.random.Gener
     """`n` winners of binary tournaments: lower rank wins, then larger crowding distance."""
     a = rng.integers(len(rank), size=n)
     b = rng.integers(len(rank), size=n)
+    if n <= 8:  # a few (a pair of parents per child): Python scalars cost less than numpy's calls
+        return np.array([i if rank[i] < rank[j] or rank[i] == rank[j] and crowd[i] >= crowd[j] else j
+                         for i, j in zip(a.tolist(), b.tolist())], dtype=a.dtype)
     a_wins = (rank[a] < rank[b]) | ((rank[a] == rank[b]) & (crowd[a] >= crowd[b]))
     return np.where(a_wins, a, b)
 
