@@ -111,8 +111,8 @@ printed beside each tau.
     #   WIDE + '"kernels": [5], "downsamples": ["max"]' (2,880 subnets, 834-66,650 parameters; 2 scratch seeds span
     #   67.1-97.0%, noise ceiling 0.833), the default recipe ranks: tau 0.862, but worst gap 10.6 (5 of 16 within 3.0:
     #   mid-size subnets 5-11 points low), largest 97.1 vs 96.8, smallest 74.7 vs 67.1, ratio 0.285; 60 epochs tau 0.828,
-    #   worst gap 4.1 (14 of 16 within 3.0), ratio 0.54; 45 epochs 0.795 / 8.4 (10 of 16) / 0.41 (diag script, same
-    #   truth); 90 epochs 0.762 / 4.1 / 0.79 (every small subnet then inherits 7-15 points above its from-scratch self:
+    #   worst gap 4.1 (14 of 16 within 3.0), ratio 0.54; 45 epochs 0.795 / 8.4 (10 of 16) / 0.41 (an "e45" variant in
+    #   --extra); 90 epochs 0.762 / 4.1 / 0.79 (every small subnet then inherits 7-15 points above its from-scratch self:
     #   1,500 steps under-train them from scratch). Against one scratch seed: n=4 0.706 / 13.8; progressive shrinking
     #   0.767 / 31.1; the K=2 size mixture 0.444 / 29.7.
     #   python bench/ranking.py --data mnist1d --families cnn1d --scratch-seeds 2 --strategies default,e60,e90 --extra \
