@@ -164,10 +164,8 @@ class Predictor:
 
     def _encode(self, configs: Sequence[Mapping]) -> np.ndarray:
         """The shared feature matrix of `configs` (see `Featuriser`), or the rows the caller gave for them."""
-        given = self.__dict__.get("_features_given")
-        if given is not None and given[0] is configs:
-            return given[1]
-        return featuriser_for(self.space).transform(configs)
+        given = self._given_features(configs)
+        return featuriser_for(self.space).transform(configs) if given is None else given
 
     def _given_features(self, configs: Sequence[Mapping]) -> np.ndarray | None:
         """The feature rows the caller of `fit` / `predict` gave for `configs` (None: not given)."""

@@ -53,7 +53,8 @@ def _told_searcher(**kwargs) -> GuidedSearcher:
 def test_a_batch_is_the_greedy_one_that_recomputes_every_gain_after_each_pick():
     searcher = _told_searcher(anchor_every=0)
     searcher._fit()
-    configs, keys = searcher._unseen_configs()
+    pool, unseen = searcher._unseen()
+    configs, keys = pool.take(unseen)
     picks = searcher._ehvi_batch(configs, keys, 8)
 
     model = searcher.models_["accuracy"]  # brute force: every gain after every pick

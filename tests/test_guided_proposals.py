@@ -58,8 +58,8 @@ def test_cached_feature_rows_propose_exactly_what_featurising_at_every_call_does
     cached = GuidedSearcher(SPACE, OBJECTIVES, predictor=predictor, n_init=16, cost=params, seed=5, **kwargs)
     plain = GuidedSearcher(SPACE, OBJECTIVES, predictor=Unfeaturised(predictor), n_init=16, cost=params, seed=5, **kwargs)
     assert proposals(cached, 56) == proposals(plain, 56)
-    assert cached._ok_featurised == cached._fitted_on > 0  # the cached path ran (each ok config fitted on featurised once)
-    assert plain._ok_featurised == 0
+    assert len(cached._ok_features) == cached._fitted_on > 0  # the cached path ran (each ok config fitted on featurised once)
+    assert len(plain._ok_features) == 0
 
 
 # sha256 (first 16 hex digits) of the json list of proposed keys, recorded with the searcher as it was before

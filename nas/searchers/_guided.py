@@ -166,8 +166,7 @@ class GuidedSearcher(Searcher):
         self.models_: dict[str, Any] = {}
         self._ok_configs: list[Config] = []
         self._ok_values: list[np.ndarray] = []
-        self._ok_features = np.zeros((0, 0))  # feature rows of the first `_ok_featurised` ok configs
-        self._ok_featurised = 0
+        self._ok_features = np.zeros((0, 0))  # feature rows of the leading ok configs, each featurised once
         self._fitted_on = -1
         self._cost_cache: dict[str, dict[str, float]] = {}
         self._all: _Candidates | None = None
@@ -214,18 +213,14 @@ class GuidedSearcher(Searcher):
         return models
 
     def _ok_rows(self, n: int, model: Any) -> np.ndarray:
-        """The feature rows of the first `n` ok configs (a copy), `model` featurising only those not done yet."""
-        done = self._ok_featurised
+        """The feature rows of the first `n` ok configs, `model` featurising only those not done yet.
+
+        New rows make a new array, never written into afterwards: a model may keep the rows it was fitted on."""
+        done = len(self._ok_features)
         if n > done:
             rows = model.featurise(self._ok_configs[done:n])
-            if n > len(self._ok_features):  # room for twice as many: each config is featurised once
-                grown = np.empty((max(n, 2 * len(self._ok_features)), rows.shape[1]))
-                if done:
-                    grown[:done] = self._ok_features[:done]
-                self._ok_features = grown
-            self._ok_features[done:n] = rows
-            self._ok_featurised = n
-        return self._ok_features[:n].copy()
+            self._ok_features = np.concatenate([self._ok_features, rows]) if done else rows
+        return self._ok_features[:n]
 
     def score(
         self,
@@ -275,8 +270,7 @@ class GuidedSearcher(Searcher):
         configs, keys = pool.take(unseen)
         features = pool.features(unseen) if self._featurised() else None
         if self._acquisition() == "ehvi":
-            exact = 0 if self.objectives[0].name in self.cost_names() else 1
-            costs = pool.cost(exact, unseen)
+            costs = pool.cost(self._exact_objective(), unseen)
             return [configs[i] for i in self._ehvi_batch(configs, keys, n, features=features, costs=costs)]
         values = self.score(configs, keys, features=features)
         return [configs[i] for i in best_spread(values, n)]
@@ -290,6 +284,10 @@ class GuidedSearcher(Searcher):
         if self.acquisition == "spread":
             return "spread"
         return "ehvi" if len(self.objectives) == 2 and len(self.cost_names() & {o.name for o in self.objectives}) == 1 else "spread"
+
+    def _exact_objective(self) -> int:
+        """Under ``"ehvi"``: the index of the objective that `cost` computes (the other is predicted)."""
+        return 0 if self.objectives[0].name in self.cost_names() else 1
 
     def _ehvi_batch(
         self,
@@ -311,7 +309,7 @@ class GuidedSearcher(Searcher):
         each objective among the evaluations and the candidates. `features` and `costs`: the
         candidates' feature rows and `_score_cost` column, when the caller keeps them.
         """
-        exact = 0 if self.objectives[0].name in self.cost_names() else 1
+        exact = self._exact_objective()
         predicted = 1 - exact
         objective = self.objectives[predicted]
         model = self.models_[objective.name]
@@ -370,15 +368,10 @@ class GuidedSearcher(Searcher):
         objective = self.objectives[j]
         return objective.sign * np.array([self._cost_of(cfg, k)[objective.name] for cfg, k in zip(configs, keys)], dtype=float)
 
-    def _unseen_configs(self) -> tuple[list[Config], list[str]]:
-        """The feasible configs of the space not told or pending, and their keys."""
-        pool, unseen = self._unseen()
-        return pool.take(unseen)
-
     def _unseen(self) -> tuple[_Candidates, np.ndarray]:
         """Every feasible config of the space (enumerated once), and the indices of those not taken."""
         if self._all is None:
-            configs = [c for c in self.space.enumerate()]
+            configs = list(self.space.enumerate())
             keys = [self.space.key(c) for c in configs]
             feasible = [i for i, (c, k) in enumerate(zip(configs, keys)) if self.feasible(c, k)]
             self._all = _Candidates(self, [configs[i] for i in feasible], [keys[i] for i in feasible])
