@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 
 from torch import nn
 
@@ -94,11 +95,12 @@ class CNN1D(Supernet):
         downs = [d for d in DOWNSAMPLES if d in downsamples]  # cheapest first
         args = dict(in_channels=in_channels, length=length, num_classes=num_classes, stem=stem, stem_kernel=stem_kernel,
                     stages=[list(s) for s in stages], depths=list(depths), kernels=list(kernels), downsamples=downs)
-        stems = [int(stem)] if isinstance(stem, int) else [int(c) for c in stem]
-        if not stems or min(stems) < 1:
+        stems = [stem] if isinstance(stem, Integral) else list(stem) if isinstance(stem, Sequence) and not isinstance(stem, str) else []
+        if not stems or not all(isinstance(c, Integral) and not isinstance(c, bool) and c >= 1 for c in stems):
             raise ValueError(f"The 'stem' parameter of CNN1D must be a positive int or a non-empty sequence of them, got {stem!r}.")
+        stems = [int(c) for c in stems]
         stem_out = Choice("stem.channels", stems) if len(stems) > 1 else None  # a fixed stem keeps configs without the key
-        args["stem"] = stems[0] if isinstance(stem, int) else stems
+        args["stem"] = stems[0] if isinstance(stem, Integral) else stems
         layers: list[nn.Module] = [
             ElasticConv1d(in_channels, max(stems), stem_kernel, out=stem_out),
             ElasticBatchNorm1d(max(stems)),

@@ -161,6 +161,9 @@ def test_bad_stem_is_rejected():
         search_spaces.get("cnn1d", stem=())
     with pytest.raises(ValueError, match="'stem' parameter of CNN1D must be a positive int"):
         search_spaces.get("cnn1d", stem=(0, 4))
+    for bad in ("16", 16.0, (4, 8.5), True):  # a string is not a sequence of widths (no silent ["1", "6"])
+        with pytest.raises(ValueError, match="'stem' parameter of CNN1D must be a positive int"):
+            search_spaces.get("cnn1d", stem=bad)
 
 
 def test_widened_space_of_issue_16_reaches_570_parameters_and_keeps_the_default_largest():
