@@ -47,9 +47,10 @@ class CNN1D(Supernet):
         stem_kernel: kernel size of the stem conv.
         stages: per stage, the allowed channels of its blocks.
         depths: allowed numbers of blocks per stage.
-        kernels: allowed (odd) kernel sizes of each block's convs.
-        downsamples: allowed down-sampling ops per stage, a subset of
-            ``("stride", "max", "avg", "none")`` (the first stage's input is the stem's output).
+        kernels: allowed (odd) kernel sizes of each block's convs: one list for every stage, or one list per stage
+            (e.g. ``((5,), (3, 5, 7, 9), (3, 5, 7, 9))``: stage 0's kernel fixed).
+        downsamples: allowed down-sampling ops, a subset of ``("stride", "max", "avg", "none")``: one for every
+            stage, or one subset per stage (the first stage's input is the stem's output).
     """
 
     data_kind = "signal"
@@ -72,7 +73,11 @@ class CNN1D(Supernet):
     # subnet but the largest inherits 41-77%): kernels and down-sampling cannot share weights at 2-8 channels. With
     # them fixed (kernels (5,), downsamples ("max",)) it spans 67-97% from scratch and ranks at tau 0.862, but mid-size
     # subnets sit up to 10.6 points low (4.1 at 60 epochs, 0.54x the scratch time). So the default space stays the
-    # narrow one (bench/ranking.py's docstring has the figures).
+    # narrow one (bench/ranking.py's docstring has the figures). Keeping kernels and down-sampling searchable past a fixed
+    # stage 0 (the same wide stages, kernels ((5,), (3, 5, 7, 9), (3, 5, 7, 9)), downsamples (("max",), all four, all
+    # four); 798-114,778 params, 79.8-97.6% from scratch, 2 scratch seeds, noise ceiling 0.795): tau 0.661, worst gap
+    # 22.3, smallest 75.6 vs 82.8, 0.318x the scratch time; width-balanced random subnets (each the pool config nearest
+    # a log-params target drawn uniformly; bench/ranking.py's sandwich_balanced) 0.483, worst gap 16.0. Both stay out.
     recipe = {"strategy": "sandwich", "strategy_args": {"n": 2}, "distill": False, "steps": 1500, "lr": 1e-2, "batch_size": 64}
 
     def __init__(
@@ -84,17 +89,30 @@ class CNN1D(Supernet):
         stem_kernel: int = 5,
         stages: Sequence[Sequence[int]] = ((8, 16), (16, 24, 32), (24, 32, 48)),
         depths: Sequence[int] = (1, 2),
-        kernels: Sequence[int] = (3, 5, 7, 9),
-        downsamples: Sequence[str] = DOWNSAMPLES,
+        kernels: Sequence[int] | Sequence[Sequence[int]] = (3, 5, 7, 9),
+        downsamples: Sequence[str] | Sequence[Sequence[str]] = DOWNSAMPLES,
     ):
-        bad = [d for d in downsamples if d not in DOWNSAMPLES]
-        if bad or not downsamples:
-            raise ValueError(f"The 'downsamples' parameter of CNN1D must be a non-empty subset of {list(DOWNSAMPLES)}, got {list(downsamples)}.")
         if not stages:
             raise ValueError("The 'stages' parameter of CNN1D needs at least one stage.")
-        downs = [d for d in DOWNSAMPLES if d in downsamples]  # cheapest first
+        per_stage_downs = _per_stage(downsamples, str, len(stages), "downsamples")
+        per_stage_kernels = _per_stage(kernels, Integral, len(stages), "kernels")
+        stage_downs = []
+        for ops in per_stage_downs:
+            bad = [d for d in ops if d not in DOWNSAMPLES]
+            if bad or not ops:
+                raise ValueError(f"The 'downsamples' parameter of CNN1D must be a non-empty subset of {list(DOWNSAMPLES)} "
+                                 f"(or one per stage), got {_listed(downsamples)}.")
+            stage_downs.append([d for d in DOWNSAMPLES if d in ops])  # cheapest first
+        bad_kernels = [k for ks in per_stage_kernels for k in ks if isinstance(k, bool) or not isinstance(k, Integral) or k < 1 or k % 2 == 0]
+        if bad_kernels or not all(per_stage_kernels):
+            raise ValueError(f"The 'kernels' parameter of CNN1D must be a non-empty sequence of odd positive ints "
+                             f"(or one per stage), got {_listed(kernels)}.")
+        stage_kernels = [[int(k) for k in ks] for ks in per_stage_kernels]
+        nested = not isinstance(downsamples, str) and any(not isinstance(d, str) for d in downsamples)
+        downs_arg = stage_downs if nested else stage_downs[0]
+        kernels_arg = stage_kernels if any(not isinstance(k, Integral) for k in kernels) else stage_kernels[0]
         args = dict(in_channels=in_channels, length=length, num_classes=num_classes, stem=stem, stem_kernel=stem_kernel,
-                    stages=[list(s) for s in stages], depths=list(depths), kernels=list(kernels), downsamples=downs)
+                    stages=[list(s) for s in stages], depths=list(depths), kernels=kernels_arg, downsamples=downs_arg)
         stems = [stem] if isinstance(stem, Integral) else list(stem) if isinstance(stem, Sequence) and not isinstance(stem, str) else []
         if not stems or not all(isinstance(c, Integral) and not isinstance(c, bool) and c >= 1 for c in stems):
             raise ValueError(f"The 'stem' parameter of CNN1D must be a positive int or a non-empty sequence of them, got {stem!r}.")
@@ -106,14 +124,14 @@ class CNN1D(Supernet):
             ElasticBatchNorm1d(max(stems)),
             nn.ReLU(),
         ]
-        k_max, c_max = max(kernels), max(stems)
+        c_max = max(stems)
         for s, widths in enumerate(stages):
-            down = Choice(f"stages.{s}.down", downs)
+            down, k_max = Choice(f"stages.{s}.down", stage_downs[s]), max(stage_kernels[s])
             width = Choice(f"stages.{s}.channels", [int(w) for w in widths])
             out_max = max(width.values)
             blocks = []
             for b in range(max(depths)):
-                kernel = Choice(f"stages.{s}.blocks.{b}.kernel", [int(k) for k in kernels])
+                kernel = Choice(f"stages.{s}.blocks.{b}.kernel", stage_kernels[s])
                 body = nn.Sequential(
                     ElasticConv1d(c_max, out_max, k_max, kernel=kernel, out=width, stride=Rule(down, stride_of) if b == 0 else 1),
                     ElasticBatchNorm1d(out_max),
@@ -126,3 +144,20 @@ class CNN1D(Supernet):
             layers += [ElasticPool1d(down), ElasticSequential(blocks, Choice(f"stages.{s}.depth", [int(d) for d in depths]))]
         layers += [nn.AdaptiveAvgPool1d(1), nn.Flatten(), ElasticLinear(c_max, num_classes)]
         super().__init__(nn.Sequential(*layers), (in_channels, length), family="cnn1d", family_args=args)
+
+
+def _listed(value):
+    return value if isinstance(value, str) else [_listed(v) if isinstance(v, Sequence) else v for v in value]
+
+
+def _per_stage(value, kind, stages: int, name: str) -> list[list]:
+    """`value` as one list per stage: a flat sequence of `kind` is every stage's; a sequence of sequences is one per
+    stage and must have one entry per stage."""
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ValueError(f"The '{name}' parameter of CNN1D must be a sequence (or one per stage), got {value!r}.")
+    if all(isinstance(v, kind) for v in value):
+        return [list(value)] * stages
+    if not all(isinstance(v, Sequence) and not isinstance(v, str) for v in value) or len(value) != stages:
+        raise ValueError(f"The '{name}' parameter of CNN1D must be one sequence for every stage or one per stage "
+                         f"({stages} stages), got {_listed(value)}.")
+    return [list(v) for v in value]

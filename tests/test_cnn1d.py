@@ -174,3 +174,37 @@ def test_widened_space_of_issue_16_reaches_570_parameters_and_keeps_the_default_
     assert default.space.size() == (4 * 2 * 20) * (4 * 3 * 20) ** 2 == 9_216_000
     assert wide.cost(wide.smallest())["params"] == 570 and default.cost(default.smallest())["params"] == 5_162
     assert wide.cost(wide.largest()) == default.cost(default.largest())
+
+
+def test_kernels_and_downsamples_can_be_given_per_stage():
+    torch.manual_seed(0)
+    net = search_spaces.get("cnn1d", stem=4, stages=((4,), (4, 8)), depths=(1,), kernels=((5,), (3, 7)),
+                            downsamples=(("max",), ("stride", "none"))).eval()
+    assert net.family_args["kernels"] == [[5], [3, 7]] and net.family_args["downsamples"] == [["max"], ["stride", "none"]]
+    assert {d.name: list(d.values) for d in net.space.dimensions if "kernel" in d.name or "down" in d.name} == {
+        "stages.0.down": ["max"], "stages.0.blocks.0.kernel": [5], "stages.1.down": ["stride", "none"], "stages.1.blocks.0.kernel": [3, 7]}
+    assert net.space.size() == 1 * 2 * 2 * 2  # stage 1: two ops, two widths, two kernels
+    assert net.body[4].blocks[0][0].body[0].weight.shape[-1] == 5 and net.body[6].blocks[0][0].body[0].weight.shape[-1] == 7
+    x = torch.randn(2, 1, 40)
+    config = dict(net.largest(), **{"stages.1.blocks.0.kernel": 3, "stages.1.down": "stride"})
+    with torch.no_grad(), net.activate(config):
+        got = net(x)
+    with torch.no_grad():
+        assert torch.allclose(net.extract(config, calibrate=False)(x), got, atol=1e-5)
+    flat = search_spaces.get("cnn1d", stem=4, stages=((4,), (4, 8)), depths=(1,), kernels=(3, 7), downsamples=("none", "max"))
+    assert flat.family_args["kernels"] == [3, 7] and flat.family_args["downsamples"] == ["max", "none"]
+    assert flat.space.size() == (2 * 2) * (2 * 2 * 2)
+
+
+def test_bad_per_stage_kernels_or_downsamples_are_rejected():
+    stages = ((4,), (8,))
+    with pytest.raises(ValueError, match=r"'kernels' parameter of CNN1D must be one sequence for every stage or one per stage \(2 stages\)"):
+        search_spaces.get("cnn1d", stages=stages, kernels=((3,), (5,), (7,)))
+    with pytest.raises(ValueError, match="'kernels' parameter of CNN1D must be a non-empty sequence of odd positive ints"):
+        search_spaces.get("cnn1d", stages=stages, kernels=((3,), ()))
+    with pytest.raises(ValueError, match="'kernels' parameter of CNN1D must be a non-empty sequence of odd positive ints"):
+        search_spaces.get("cnn1d", stages=stages, kernels=((3,), (4,)))
+    with pytest.raises(ValueError, match="'downsamples' parameter of CNN1D must be a non-empty subset"):
+        search_spaces.get("cnn1d", stages=stages, downsamples=(("max",), ("blur",)))
+    with pytest.raises(ValueError, match="'downsamples' parameter of CNN1D must be a sequence"):
+        search_spaces.get("cnn1d", stages=stages, downsamples="max")
