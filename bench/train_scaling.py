@@ -90,7 +90,7 @@ CPU 1.52x less):
 * Quiet figures with all of the above (2026-12-02, no other work on the machine, load 0.0-0.9 at
   each start; `OMP_NUM_THREADS=1 python bench/train_scaling.py --check`, four runs in a row):
   1.57x, 1.65x, 1.64x, 1.69x (median 1.645x; ceiling 1.77x, 1.81x, 1.93x, 1.93x; fastest
-  2-worker epochs 5.86-5.90 s against 9.18-9.72 s on 1 worker; all-reduce waits 0.22-0.42 s;
+  2-worker epochs 5.78-5.91 s against 9.18-9.75 s on 1 worker; all-reduce waits 0.13-0.42 s;
   accuracy gaps 0.00 / 0.00 in every run). Earlier sessions' 1.35-1.53x came from a VM whose
   own ceiling read 1.38-1.94x, or under load.
 
