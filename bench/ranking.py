@@ -67,6 +67,15 @@ printed beside each tau.
     #   SVD re-basis of the low-rank factors (strategy sandwich_svd below, n=4 + KL; U V = A S B^T -> A sqrt(S), sqrt(S)
     #   B^T, the full-rank product unchanged, Adam moments of U, V reset) every 50 / 200 steps: tau 0.533 / 0.527 and
     #   0.533 / 0.483 (seeds 0 / 1); every 50 keeping the moments 0.594 / 0.567; every 50 for the first half 0.622 / 0.600.
+    #   mlp, issue 16 round 2 (m16; cache rebuilt, 253 s wall for 5 supernets + 80 scratch runs, load 2.5-8.6; the default
+    #   reproduced: tau 0.867 / 0.833, worst gap 9.0 / 6.5 at seeds 0 / 1, ratio 0.336 / 0.329 under that load). Figures are
+    #   seeds 0 / 1: tau, worst gap, ratio. progressive late=0.85 (the smallest left out from 85% of the steps, one more
+    #   random open subnet instead): 0.850 / 0.817, 9.2 / 6.6, 0.25 / 0.26. spread=True (random subnets' sizes spread over
+    #   the open range, u ~ U(0, 1), each open dimension at Binomial(k - 1, u)): 0.594 / 0.750, 19.5 / 20.0 (the 922-param
+    #   subnet inherits 21-28% vs 41.0), 0.26; with late=0.85: 0.567 / 19.4 (seed 0). n=6 at batch 85 (equal passes per
+    #   sample): 0.767, worst gap 21.9, largest 46.3 (seed 0). The supernet's lr is already cosine (the loop's default).
+    #   --strategies default,default_s1,late85,late85_s1,n6b85 --extra '[["default_s1", null, null, {"seed": 1}],
+    #   ["late85", ["progressive", {"n": 4, "warm": 0.2, "open": 0.7, "smoothing": 0.1, "late": 0.85}], "kl", {}], ...]'
     #   cnn1d default (sandwich n=2, no KD, 1,500 steps): 0.473 / 0.473 / 0.327 over supernet seeds
     #   0-2 (worst gap 4.3 / 3.8 / 3.6, largest and smallest within 1 point, ratio ~0.3 of 16); KD (KL) 0.255 (largest 93.0 vs
     #   98.6); FairNAS 0.593 but largest / smallest 94.7 / 91.8 vs 98.6 / 96.5; 45 epochs 0.327

@@ -66,7 +66,7 @@ def test_resume_across_the_opening_continues_bit_for_bit(tmp_path):
 
 def test_bad_arguments_are_named():
     assert isinstance(get_strategy("progressive", n=1), Progressive)
-    assert Progressive(n=1).params() == {"n": 1, "warm": 0.1, "open": 0.5, "smoothing": 0.0}
+    assert Progressive(n=1).params() == {"n": 1, "warm": 0.1, "open": 0.5, "smoothing": 0.0, "late": 1.0, "spread": False}
     with pytest.raises(ValueError, match="'n'"):
         Progressive(n=-1)
     with pytest.raises(ValueError, match="'warm' and 'open'"):
@@ -85,3 +85,27 @@ def test_label_smoothing_changes_only_the_largest_subnets_label_loss():
     assert mse == pytest.approx(torch.nn.functional.mse_loss(out, torch.nn.functional.one_hot(y, 10).float()).item(), rel=1e-6)
     with pytest.raises(ValueError, match="'smoothing'"):
         Progressive(smoothing=1.0)
+
+
+def test_late_share_leaves_the_smallest_out_for_one_more_random_subnet():
+    net, strategy, rng = small_net(), Progressive(n=2, warm=0.0, open=0.1, late=0.5), np.random.default_rng(0)
+    strategy._t = 0.4
+    assert [len(strategy.students(net, rng)), strategy.students(net, rng)[0]] == [3, net.smallest()]
+    strategy._t = 0.6
+    drawn = [strategy.students(net, rng) for _ in range(30)]
+    assert all(len(d) == 3 for d in drawn) and sum(net.smallest() in d for d in drawn) < 20  # each step had it before
+    assert len({net.space.key(c) for d in drawn for c in d}) > 5
+    with pytest.raises(ValueError, match="'late'"):
+        Progressive(late=1.5)
+
+
+def test_spread_draws_cover_the_smallest_and_largest_more_often_than_uniform():
+    net, rng = small_net(), np.random.default_rng(0)
+    ends = {net.space.key(net.smallest()), net.space.key(net.largest())}
+    counts = {}
+    for spread in (False, True):
+        strategy = Progressive(warm=0.0, open=0.0, spread=spread)
+        counts[spread] = sum(net.space.key(strategy.sample(net, 1.0, rng)) in ends for _ in range(600))
+    assert counts[True] > 2 * counts[False]
+    with pytest.raises(ValueError, match="'spread'"):
+        Progressive(spread=1)

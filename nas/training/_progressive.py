@@ -24,7 +24,11 @@ class Progressive(Sandwich):
     `n` random open ones, the others distilled from the largest (in-place distillation, as
     in OFA's shrinking phases). With `smoothing` the largest subnet's cross-entropy (the
     default loss for class targets; another loss is used as given) smooths its labels by
-    that much (Szegedy et al. 2016), which also softens the teacher of the others. The schedule survives a resume through the optimizer's step
+    that much (Szegedy et al. 2016), which also softens the teacher of the others. From the
+    `late` share of the steps on, the smallest subnet is left out and one more random open
+    subnet takes its place (the same passes per step; 1.0: never). With `spread` the random
+    subnets' sizes are spread over the open range: one ``u ~ U(0, 1)`` per subnet, each open
+    dimension at open index ``Binomial(k - 1, u)`` (uniform draws are nearly all mid-size). The schedule survives a resume through the optimizer's step
     count (Adam, AdamW; with SGD it restarts at a resume).
 
     Example:
@@ -33,15 +37,19 @@ class Progressive(Sandwich):
         [1, 2, 4, 4]
     """
 
-    def __init__(self, n: int = 4, warm: float = 0.1, open: float = 0.5, smoothing: float = 0.0):
+    def __init__(self, n: int = 4, warm: float = 0.1, open: float = 0.5, smoothing: float = 0.0, late: float = 1.0, spread: bool = False):
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"The 'n' parameter of Progressive must be an int >= 0, got {n!r}.")
         if not 0 <= warm <= open <= 1:
             raise ValueError(f"The 'warm' and 'open' parameters of Progressive must satisfy 0 <= warm <= open <= 1, got {warm!r} and {open!r}.")
         if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
             raise ValueError(f"The 'smoothing' parameter of Progressive must be a number in [0, 1), got {smoothing!r}.")
+        if isinstance(late, bool) or not isinstance(late, (int, float)) or not 0 <= late <= 1:
+            raise ValueError(f"The 'late' parameter of Progressive must be a number in [0, 1], got {late!r}.")
+        if not isinstance(spread, bool):
+            raise ValueError(f"The 'spread' parameter of Progressive must be a bool, got {spread!r}.")
         super().__init__(n=n)
-        self.warm, self.open, self.smoothing = warm, open, smoothing
+        self.warm, self.open, self.smoothing, self.late, self.spread = warm, open, smoothing, late, spread
         self._total = 1
         self._count: int | None = None
         self._t = 0.0  # the share of training the current step is at
@@ -62,10 +70,12 @@ class Progressive(Sandwich):
     def sample(self, net: nn.Module, t: float, rng: np.random.Generator | None = None) -> Config:
         """A random config open at share `t` of training (None `rng`: the smallest open one)."""
         out: Config = {}
+        u = rng.random() if self.spread and rng is not None else None
         for dim in net.space.dimensions:
             if net.space.is_active(dim.name, out):
                 k = self.opened(t, len(dim.values))
-                index = len(dim.values) - k + (0 if rng is None else int(rng.integers(k)))
+                pick = 0 if rng is None else int(rng.binomial(k - 1, 1 - u)) if u is not None else int(rng.integers(k))
+                index = len(dim.values) - k + pick
                 out[dim.name] = dim.values[index]
         return out
 
@@ -77,9 +87,14 @@ class Progressive(Sandwich):
         return super().step(net, x, y, rng, loss, distill)
 
     def students(self, net, rng) -> list:
-        """No subnets while the largest trains alone (the first `warm` share), then the smallest open subnet and `n` random open ones."""
+        """No subnets while the largest trains alone (the first `warm` share), then the smallest open subnet and `n` random
+        open ones; from the `late` share on, `n` + 1 random open ones."""
         t = self._t
-        return [] if t < self.warm else [self.sample(net, t)] + [self.sample(net, t, rng) for _ in range(self.n)]
+        if t < self.warm:
+            return []
+        if t >= self.late and self.late < 1:
+            return [self.sample(net, t, rng) for _ in range(self.n + 1)]
+        return [self.sample(net, t)] + [self.sample(net, t, rng) for _ in range(self.n)]
 
     def teacher_loss(self, out, y, loss):
         """The largest subnet's loss; with `smoothing`, its cross-entropy on smoothed labels."""
