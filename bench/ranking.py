@@ -136,9 +136,9 @@ printed beside each tau.
     #       --calibrations 4 --cache DIR --no-latency --verbose     # 18 minutes of wall time on 2 loaded cores
     #   So no space with spread meets every target with this recipe: WONLY meets tau and time, not the gaps (it also
     #   drops the searchable kernels and down-sampling that issue 16 asks for); the default space stays the narrow one.
-    #   Stage 0 fixed, later stages searchable (per-stage kernels and downsamples): S0F = WIDE + '"kernels": [[5], [3, 5,
-    #   7, 9], [3, 5, 7, 9]], "downsamples": [["max"], ["stride", "max", "avg", "none"], ["stride", "max", "avg",
-    #   "none"]]' (798-114,778 parameters, 2 scratch seeds span 79.8-97.6%, noise ceiling 0.795; 256 s wall, load ~4):
+    #   Stage 0 fixed, later stages searchable (per-stage kernels and downsamples): S0F = WIDE's stages, '"stem": 16 (fixed),
+    #   "kernels": [[5], [3, 5, 7, 9], [3, 5, 7, 9]], "downsamples": [["max"], ["stride", "max", "avg", "none"], ["stride",
+    #   "max", "avg", "none"]]' (798-114,778 parameters, 2 scratch seeds span 79.8-97.6%, noise ceiling 0.795; 256 s wall, load ~4):
     #   default recipe tau 0.661, worst gap 22.3 (1 of 16 within 3.0), largest 97.6 vs 97.6, smallest 75.6 vs 82.8,
     #   ratio 0.318; width-balanced random subnets (sandwich_balanced, n=2, no KD) 0.483, worst gap 16.0 (3 of 16):
     #   --strategies default,balanced --extra '[["balanced", ["sandwich_balanced", {"n": 2}], false, {}]]' --space S0F.

@@ -74,7 +74,7 @@ class CNN1D(Supernet):
     # them fixed (kernels (5,), downsamples ("max",)) it spans 67-97% from scratch and ranks at tau 0.862, but mid-size
     # subnets sit up to 10.6 points low (4.1 at 60 epochs, 0.54x the scratch time). So the default space stays the
     # narrow one (bench/ranking.py's docstring has the figures). Keeping kernels and down-sampling searchable past a fixed
-    # stage 0 (the same wide stages, kernels ((5,), (3, 5, 7, 9), (3, 5, 7, 9)), downsamples (("max",), all four, all
+    # stage 0 (stem 16, the same wide stages, kernels ((5,), (3, 5, 7, 9), (3, 5, 7, 9)), downsamples (("max",), all four, all
     # four); 798-114,778 params, 79.8-97.6% from scratch, 2 scratch seeds, noise ceiling 0.795): tau 0.661, worst gap
     # 22.3, smallest 75.6 vs 82.8, 0.318x the scratch time; width-balanced random subnets (each the pool config nearest
     # a log-params target drawn uniformly; bench/ranking.py's sandwich_balanced) 0.483, worst gap 16.0. Both stay out.
