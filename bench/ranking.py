@@ -142,6 +142,14 @@ printed beside each tau.
     #   default recipe tau 0.661, worst gap 22.3 (1 of 16 within 3.0), largest 97.6 vs 97.6, smallest 75.6 vs 82.8,
     #   ratio 0.318; width-balanced random subnets (sandwich_balanced, n=2, no KD) 0.483, worst gap 16.0 (3 of 16):
     #   --strategies default,balanced --extra '[["balanced", ["sandwich_balanced", {"n": 2}], false, {}]]' --space S0F.
+    #   S0F at 60 supernet epochs ("e60" as above): tau 0.711, worst gap 9.3 (10 of 16), smallest 87.4 vs 82.8, ratio 0.63.
+    #   Its worst gaps are subnets with "none" down-sampling in stages 1-2 and 2-4 channels in stage 0. One dimension at a
+    #   time (stem 16, WIDE's stages, stage 0 kernel 5 + max; load ~5): K12 (kernels 3-9 in stages 1-2, down-sampling max
+    #   everywhere; 798-114,778 params, scratch 78.0-97.5%, ceiling 0.734): tau 0.683, worst gap 11.8 (5 of 16), largest
+    #   95.9 vs 96.5, smallest 81.8 vs 78.0, ratio 0.267; D12 (kernels 5 everywhere, down-sampling searchable in stages
+    #   1-2; 1,038-66,650 params, scratch 82.2-97.6%, ceiling 0.683): tau 0.633, worst gap 14.1 (6 of 16), largest 97.4 vs
+    #   97.6, smallest 84.6 vs 86.1, ratio 0.29. So searchable kernels alone cost mid-size subnets ~12 points and
+    #   searchable down-sampling ~14 at 4-8 channels, fixing stage 0 or not.
 """
 
 from __future__ import annotations
