@@ -94,8 +94,8 @@ class CNN1D(Supernet):
     ):
         if not stages:
             raise ValueError("The 'stages' parameter of CNN1D needs at least one stage.")
-        per_stage_downs = _per_stage(downsamples, str, len(stages), "downsamples")
-        per_stage_kernels = _per_stage(kernels, Integral, len(stages), "kernels")
+        per_stage_downs, flat_downs = _per_stage(downsamples, str, len(stages), "downsamples")
+        per_stage_kernels, flat_kernels = _per_stage(kernels, Integral, len(stages), "kernels")
         stage_downs = []
         for ops in per_stage_downs:
             bad = [d for d in ops if d not in DOWNSAMPLES]
@@ -108,9 +108,8 @@ class CNN1D(Supernet):
             raise ValueError(f"The 'kernels' parameter of CNN1D must be a non-empty sequence of odd positive ints "
                              f"(or one per stage), got {_listed(kernels)}.")
         stage_kernels = [[int(k) for k in ks] for ks in per_stage_kernels]
-        nested = not isinstance(downsamples, str) and any(not isinstance(d, str) for d in downsamples)
-        downs_arg = stage_downs if nested else stage_downs[0]
-        kernels_arg = stage_kernels if any(not isinstance(k, Integral) for k in kernels) else stage_kernels[0]
+        downs_arg = stage_downs[0] if flat_downs else stage_downs  # family_args keep the form they were given in
+        kernels_arg = stage_kernels[0] if flat_kernels else stage_kernels
         args = dict(in_channels=in_channels, length=length, num_classes=num_classes, stem=stem, stem_kernel=stem_kernel,
                     stages=[list(s) for s in stages], depths=list(depths), kernels=kernels_arg, downsamples=downs_arg)
         stems = [stem] if isinstance(stem, Integral) else list(stem) if isinstance(stem, Sequence) and not isinstance(stem, str) else []
@@ -150,14 +149,14 @@ def _listed(value):
     return value if isinstance(value, str) else [_listed(v) if isinstance(v, Sequence) else v for v in value]
 
 
-def _per_stage(value, kind, stages: int, name: str) -> list[list]:
-    """`value` as one list per stage: a flat sequence of `kind` is every stage's; a sequence of sequences is one per
-    stage and must have one entry per stage."""
+def _per_stage(value, kind, stages: int, name: str) -> tuple[list[list], bool]:
+    """`value` as one list per stage, and whether it was flat: a flat sequence of `kind` is every stage's; a sequence
+    of sequences is one per stage and must have one entry per stage."""
     if isinstance(value, str) or not isinstance(value, Sequence):
         raise ValueError(f"The '{name}' parameter of CNN1D must be a sequence (or one per stage), got {value!r}.")
     if all(isinstance(v, kind) for v in value):
-        return [list(value)] * stages
+        return [list(value)] * stages, True
     if not all(isinstance(v, Sequence) and not isinstance(v, str) for v in value) or len(value) != stages:
         raise ValueError(f"The '{name}' parameter of CNN1D must be one sequence for every stage or one per stage "
                          f"({stages} stages), got {_listed(value)}.")
-    return [list(v) for v in value]
+    return [list(v) for v in value], False
