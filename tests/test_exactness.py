@@ -87,10 +87,17 @@ def _figures(name):
     return (float(flat.abs().sum()), float((flat * weights).sum()), float(out.abs().sum()), *[e.metrics["loss"] for e in evals])
 
 
+# Float tolerance is the kernels' of one machine, and conv1d's differ by instruction set: on an AVX2-only AMD EPYC,
+# the code that recorded these figures (on an AVX-512 machine) gives cnn1d's up to 8e-4 away (relative: the
+# sin-weighted sum, which cancels much; the losses 2e-4), the other families' within 1e-5.
+TOLERANCE = {"cnn1d": 2e-3}
+
+
 @pytest.mark.filterwarnings("ignore:using the built-in")
 @pytest.mark.parametrize("name", list(REFERENCE))
 def test_seeded_sandwich_steps_and_evaluations_reproduce_the_recorded_figures(name):
-    assert _figures(name) == pytest.approx(REFERENCE[name], rel=1e-5, abs=1e-5)
+    tolerance = TOLERANCE.get(name, 1e-5)
+    assert _figures(name) == pytest.approx(REFERENCE[name], rel=tolerance, abs=1e-5)
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "transformer", "resnet"])
