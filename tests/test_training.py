@@ -16,6 +16,7 @@ from nas.training import (
     OrderedDropout,
     Sandwich,
     Strategy,
+    backward,
     get_strategy,
     kl_divergence,
     load_checkpoint,
@@ -241,3 +242,23 @@ def test_progress_bar_is_shown_only_when_asked(capsys):
     shown = capsys.readouterr().err
     train_supernet(small_net(), epochs=1, batch_size=256, progress=False)
     assert "largest" in shown and capsys.readouterr().err == ""
+
+
+def test_backward_gives_loss_backwards_gradients_and_its_errors():
+    torch.manual_seed(0)
+    layer = nn.Linear(6, 3)
+    x = torch.randn(5, 6)
+    grads = []
+    for run in (lambda loss: loss.backward(), backward):
+        layer.zero_grad(set_to_none=True)
+        run(nn.functional.cross_entropy(layer(x), torch.tensor([0, 1, 2, 0, 1])))
+        run((layer(x) ** 2).mean())  # accumulates, as a second subnet's pass does
+        grads.append([p.grad.clone() for p in layer.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+    for bad in (layer(x), torch.ones(()), torch.ones((), dtype=torch.float64).requires_grad_().int()):  # not a scalar; no graph
+        errors = []
+        for run in (lambda loss: loss.backward(), backward):
+            with pytest.raises(RuntimeError) as info:
+                run(bad)
+            errors.append(str(info.value))
+        assert errors[0] == errors[1]

@@ -16,7 +16,7 @@ from nas.tangle._arch import ArchParameters
 from nas.tangle._budget import Budget
 from nas.tangle._mode import Tangle
 from nas.tangle._sampling import Sampler
-from nas.training import Step
+from nas.training import Step, backward
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -141,7 +141,7 @@ class BiLevel:
         finally:
             for layer in self.ranked:
                 layer.cutoff = None
-        value.backward()
+        backward(value)
         if self.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         self.opt_w.step()

@@ -7,7 +7,7 @@ a pluggable `Strategy` (one small file each, registered by name in `STRATEGIES`)
 TangleNAS' bi-level search (`nas.tangle.search_tangle`) is another `Step` of the same loop.
 """
 
-from nas.training._base import STRATEGIES, Strategy, get_strategy, steps_taken
+from nas.training._base import STRATEGIES, Strategy, backward, get_strategy, steps_taken
 from nas.training._distill import DISTILLS, AlphaDivergence, kl_divergence
 from nas.training._distributed import DistributedError, Replica, check_address, train_distributed
 from nas.training._family import family_recipe
@@ -66,6 +66,7 @@ __all__ = [
     "Supervised",
     "Uniform",
     "WeightMixture",
+    "backward",
     "check_address",
     "check_recipe",
     "fit",

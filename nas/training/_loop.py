@@ -15,7 +15,7 @@ from nas.data import resolve
 from nas.devices import check_precision, resolve_device
 from nas.evaluate import default_loss, score
 from nas.rundir import CHECKPOINT, RunDir
-from nas.training._base import LossFn, Strategy
+from nas.training._base import LossFn, Strategy, backward
 from nas.training._distill import DistillFn
 from nas.training._fit import _device, fit, read_checkpoint
 from nas.training._plan import Plan, plan_supernet, supernet_step
@@ -221,7 +221,7 @@ def train_standalone(
 
     def forward_backward(x: torch.Tensor, y: torch.Tensor) -> float:
         value = loss_fn(model(x), y)
-        value.backward()
+        backward(value)
         return value.item()
 
     def validate() -> dict[str, float]:

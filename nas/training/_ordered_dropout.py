@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from nas.training._base import STRATEGIES, Strategy
+from nas.training._base import STRATEGIES, Strategy, backward
 
 
 def cutoff_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -63,7 +63,7 @@ class OrderedDropout(Strategy):
             finally:
                 for _, layer in layers:
                     layer.cutoff = None
-            value.backward()
+            backward(value)
             total += value.item()
             self._last_cutoffs = cutoffs
         return total / self.n

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nas.training._base import STRATEGIES, Strategy
+from nas.training._base import STRATEGIES, Strategy, backward
 
 
 @STRATEGIES.register("sandwich")
@@ -38,11 +38,11 @@ class Sandwich(Strategy):
             switch(net.largest())
             out = net(x)
             value = self.teacher_loss(out, y, loss)
-            value.backward()
+            backward(value)
             teacher = out.detach()
             for config in configs:
                 switch(config)
-                self.student_loss(net(x), teacher, y, loss, distill).backward()
+                backward(self.student_loss(net(x), teacher, y, loss, distill))
         return value.item()
 
     def students(self, net, rng) -> list:

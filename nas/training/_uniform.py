@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nas.training._base import STRATEGIES, Strategy
+from nas.training._base import STRATEGIES, Strategy, backward
 
 
 @STRATEGIES.register("uniform")
@@ -17,5 +17,5 @@ class Uniform(Strategy):
     def step(self, net, x, y, rng, loss, distill):
         with net.activate(net.sample(rng)):
             value = loss(net(x), y)
-        value.backward()
+        backward(value)
         return value.item()
