@@ -94,8 +94,9 @@ def evaluate(
     home = net.device
     target = torch.device(device) if device is not None else home
     results: list[Evaluation] = []
-    norms = norm_layers(net)
-    with preserved(net, norms):
+    modules = list(net.modules())
+    norms = [m for m in modules if _keeps_statistics(m)]
+    with preserved(net, norms, modules):
         if target != home:
             net.to(target)
         try:
@@ -115,7 +116,7 @@ def evaluate(
                             if norms and calibration:
                                 recalibrate(net, calibration, norms)
                             elif not in_eval:
-                                net.eval()
+                                set_eval(net, modules)
                             in_eval = True
                             scores = score(net, batches, loss_fn, data.classification)
                         out.update({k: v for k, v in scores.items() if k in metrics})
@@ -139,13 +140,16 @@ def evaluate(
     return results
 
 
+_DEFAULT_LOSSES = {True: nn.CrossEntropyLoss(), False: nn.MSELoss()}  # stateless: one of each (a module costs ~15 us to build)
+
+
 def default_loss(data: Data, loss: LossFn | None) -> LossFn:
     """`loss`, or the default for the data: cross-entropy for class targets, else mean squared error."""
     if loss is not None:
         if not callable(loss):
             raise TypeError(f"The 'loss' parameter must be callable (outputs, targets) -> scalar, got {loss!r}.")
         return loss
-    return nn.CrossEntropyLoss() if data.classification else nn.MSELoss()
+    return _DEFAULT_LOSSES[bool(data.classification)]
 
 
 def score(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn, classification: bool) -> dict[str, float]:
@@ -190,13 +194,41 @@ def _as_dict(config: Any) -> dict[str, Any]:
 # -- BatchNorm recalibration ---------------------------------------------------------------
 def norm_layers(net: nn.Module) -> list[nn.Module]:
     """Layers that keep running statistics (BatchNorm and elastic BatchNorm)."""
-    return [
-        m
-        for m in net.modules()
-        if isinstance(getattr(m, "running_mean", None), torch.Tensor)
-        and isinstance(getattr(m, "running_var", None), torch.Tensor)
-        and hasattr(m, "momentum")
-    ]
+    return [m for m in net.modules() if _keeps_statistics(m)]
+
+
+def _keeps_statistics(m: nn.Module) -> bool:
+    return (isinstance(_attribute(m, "running_mean"), torch.Tensor) and isinstance(getattr(m, "running_var", None), torch.Tensor)
+            and hasattr(m, "momentum"))
+
+
+def _attribute(module: nn.Module, name: str) -> Any:
+    """``getattr(module, name, None)``, without the costly miss through `nn.Module.__getattr__`
+    (an exception raised in Python) where the module cannot have it."""
+    cls = type(module)
+    if (name in module.__dict__ or name in module._parameters or name in module._buffers or name in module._modules
+            or hasattr(cls, name) or cls.__getattr__ is not nn.Module.__getattr__):
+        return getattr(module, name, None)
+    return None
+
+
+def set_eval(net: nn.Module, modules: Sequence[nn.Module]) -> None:
+    """``net.eval()``, `modules` being ``list(net.modules())``: set module by module where none of
+    them has a `train` of its own (`nn.Module.train`'s recursion costs about 2 us a module)."""
+    if any(type(m).train is not nn.Module.train for m in modules):
+        net.eval()
+        return
+    for m in modules:
+        _set_training(m, False)
+
+
+def _set_training(module: nn.Module, mode: bool) -> None:
+    """``module.training = mode``; a plain attribute, so set without `nn.Module.__setattr__`'s checks
+    unless the class has a `__setattr__` of its own."""
+    if type(module).__setattr__ is nn.Module.__setattr__:
+        object.__setattr__(module, "training", mode)
+    else:
+        module.training = mode
 
 
 def recalibrate(net: nn.Module, inputs: Sequence[torch.Tensor], norms: Sequence[nn.Module]) -> None:
@@ -223,9 +255,10 @@ def recalibrate(net: nn.Module, inputs: Sequence[torch.Tensor], norms: Sequence[
 
 
 @contextmanager
-def preserved(net: nn.Module, norms: Sequence[nn.Module] | None = None):
-    """Restore train/eval modes and running statistics of `net` on exit (`norms`: its `norm_layers`, when known)."""
-    modes = [(m, m.training) for m in net.modules()]
+def preserved(net: nn.Module, norms: Sequence[nn.Module] | None = None, modules: Sequence[nn.Module] | None = None):
+    """Restore train/eval modes and running statistics of `net` on exit (`norms`: its `norm_layers`,
+    `modules`: ``list(net.modules())``, when known)."""
+    modes = [(m, m.training) for m in (net.modules() if modules is None else modules)]
     saved = []
     for m in norm_layers(net) if norms is None else norms:
         tracked = getattr(m, "num_batches_tracked", None)
@@ -242,7 +275,7 @@ def preserved(net: nn.Module, norms: Sequence[nn.Module] | None = None):
                     m.num_batches_tracked.copy_(tracked.to(m.num_batches_tracked.device))
         for m, mode in modes:
             if m.training != mode:  # only what changed: a switch of many small modules stays cheap
-                m.training = mode
+                _set_training(m, mode)
 
 
 __all__ = ["METRICS", "evaluate"]

@@ -9,7 +9,7 @@ from torch import nn
 import search_spaces
 from nas.data import Data, digits
 from nas.elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticLinear
-from nas.evaluate import evaluate, recalibrate
+from nas.evaluate import evaluate, norm_layers, recalibrate, set_eval
 from nas.layers import GlobalAvgPool
 from nas.space import Choice
 from nas.supernet import Supernet
@@ -159,3 +159,36 @@ def test_bad_arguments_are_named():
         evaluate(net, net.largest())
     with pytest.raises(ValueError, match="'latency'"):
         evaluate(net, [net.largest()], latency="guess")
+
+
+class _KeepsDropoutOn(nn.Module):
+    """A module whose own `train` keeps its dropout training (as some user models do)."""
+
+    def __init__(self):
+        super().__init__()
+        self.drop, self.linear = nn.Dropout(0.5), nn.Linear(4, 4)
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.drop.train(True)
+        return self
+
+
+class _Statistics(nn.Module):
+    """Running statistics as plain tensor attributes, not buffers."""
+
+    def __init__(self):
+        super().__init__()
+        self.running_mean, self.running_var, self.momentum = torch.zeros(4), torch.ones(4), 0.1
+
+
+def test_set_eval_sets_what_net_eval_sets_and_norm_layers_finds_statistics_anywhere():
+    for make in (lambda: nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.Dropout(), nn.BatchNorm1d(4))),
+                 lambda: nn.Sequential(nn.Linear(4, 4), _KeepsDropoutOn())):
+        a, b = make(), make()
+        a.eval()
+        set_eval(b, list(b.modules()))
+        assert [m.training for m in a.modules()] == [m.training for m in b.modules()]
+    assert not all(not m.training for m in a.modules())  # the override kept its dropout on
+    net = nn.Sequential(nn.BatchNorm2d(3), _Statistics(), nn.Linear(2, 2))
+    assert [type(m) for m in norm_layers(net)] == [nn.BatchNorm2d, _Statistics]
