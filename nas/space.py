@@ -129,7 +129,8 @@ class SearchSpace:
             self._by_name[dim.name] = dim
         self._graph = graph
         self._canonical = canonical
-        self._draws = tuple((dim.name, dim.values, dim.when) for dim in self.dimensions)
+        self._draws = tuple((dim.name, dim.values, len(dim.values), dim.when) for dim in self.dimensions)
+        self._extremes = (self._extreme(0), self._extreme(-1))  # the smallest and largest configs, copied out
 
     # -- basic facts ---------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -222,18 +223,18 @@ class SearchSpace:
         """A random config: each active dimension drawn uniformly."""
         integers = (rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)).integers
         out: Config = {}
-        for name, values, when in self._draws:  # per training step: attribute lookups hoisted
+        for name, values, n, when in self._draws:  # per training step: attribute lookups hoisted
             if when is None or out.get(when[0], _MISSING) in when[1]:
-                out[name] = values[int(integers(len(values)))]
+                out[name] = values[integers(n)]
         return out
 
     def largest(self) -> Config:
         """The config taking every dimension's last (largest) value."""
-        return self._extreme(-1)
+        return dict(self._extremes[1])
 
     def smallest(self) -> Config:
         """The config taking every dimension's first (smallest) value."""
-        return self._extreme(0)
+        return dict(self._extremes[0])
 
     def _extreme(self, pos: int) -> Config:
         out: Config = {}

@@ -184,8 +184,7 @@ class Supernet(nn.Module):
         the previous subnet is restored on exit."""
         return _Activation(self, self._checked(config))
 
-    @contextmanager
-    def switching(self) -> Iterator[Callable[[Mapping[str, Any]], Config]]:
+    def switching(self) -> _Switching:
         """Inside the block, ``switch(config)`` runs `config`'s subnet from then on (checked as by
         `activate`); the subnet of before is restored once, on exit. Several subnets in a row cost
         one switch each, where an `activate` block per subnet switches back after each.
@@ -198,17 +197,7 @@ class Supernet(nn.Module):
             >>> widths, net.config
             ([4, 8], {'width': 8})
         """
-        previous = self._config
-
-        def switch(config: Mapping[str, Any]) -> Config:
-            config = self._checked(config)
-            self._configure(config)
-            return config
-
-        try:
-            yield switch
-        finally:
-            self._configure(previous)
+        return _Switching(self)
 
     def _checked(self, config: Mapping[str, Any]) -> Config:
         """`config` validated and canonical, memoised by its items (a switch re-checks nothing it has seen)."""
@@ -349,6 +338,29 @@ class _Activation:
         self.previous = net._config
         net._configure(self.config)
         return net
+
+    def __exit__(self, *exc) -> None:
+        self.net._configure(self.previous)
+
+
+class _Switching:
+    """The context `Supernet.switching` returns (a small object, not a generator: one per training step)."""
+
+    __slots__ = ("net", "previous")
+
+    def __init__(self, net: Supernet):
+        self.net, self.previous = net, None
+
+    def __enter__(self) -> Callable[[Mapping[str, Any]], Config]:
+        self.previous = self.net._config
+        return self.switch
+
+    def switch(self, config: Mapping[str, Any]) -> Config:
+        """Run `config`'s subnet from now on; returns it checked (validated and canonical)."""
+        net = self.net
+        config = net._checked(config)
+        net._configure(config)
+        return config
 
     def __exit__(self, *exc) -> None:
         self.net._configure(self.previous)

@@ -121,7 +121,11 @@ class ElasticModule(nn.Module):
         or the weights move (`Supernet._apply`).
         """
         if torch.is_grad_enabled():
-            return make() if self._sink is None else self._leaves(key, make)
+            sink = self._sink
+            if sink is None:
+                return make()
+            slices = self._leaf_views.get((key, self._key))  # `_leaves`' common case, inlined: kept leaves
+            return sink.use(slices) if slices else self._leaves(key, make)
         views = self._views.get(key)
         if views is None:
             views = self._views[key] = make()
