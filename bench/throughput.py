@@ -13,6 +13,11 @@ same configs, on one CPU thread (or ``--device cuda``):
   where extraction merges a rank not worth factoring into one ``U V`` layer. The supernet
   must train the factors (the rank is searched), two matmuls where the merged dense layer
   has one, on a step that dispatch dominates; the gap between the two rows is that share.
+  The supernet's strategies run each backward pass through `nas.training.backward` (the
+  engine call of ``loss.backward()`` without `torch.autograd.backward`'s argument handling,
+  ~25 us a call on a CPU); the dense steps call ``loss.backward()``, as a training loop
+  does. Every family also gets a **train ... same bw** row, no target: the dense steps call
+  `nas.training.backward` too, so it shows what slicing, sampling and switching cost alone.
 - **eval**: `nas.evaluate` of ``--eval-configs`` configs in a row (BatchNorm
   recalibration on 4 batches of 256, then the validation pass; accuracy and loss) / the
   extracted dense models doing the same passes. Target <= 1.15.
@@ -24,7 +29,9 @@ Each figure is the median over ``--repeats`` interleaved rounds of that round's 
 (supernet and dense timed back to back on the same subnets, order alternating, so both
 share the machine's noise; the ms columns are the medians of each), timed in the thread's
 CPU time on CPU (one thread: other processes' load does not count) and in wall time on
-CUDA. ``--check`` exits 1 when a target is missed.
+CUDA. Each family is measured in a fresh process of its own, as a training run holds one
+supernet (``--together``: all in this one; a family measured after others reads worse, the
+mlp's train row by 4-10%). ``--check`` exits 1 when a target is missed.
 
     nice python bench/throughput.py
     nice python bench/throughput.py --families mlp cnn --repeats 5
@@ -36,6 +43,7 @@ import argparse
 import contextlib
 import copy
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -54,7 +62,7 @@ import search_spaces  # noqa: E402
 from nas.data import Data, resolve  # noqa: E402
 from nas.elastic import ElasticLowRankLinear  # noqa: E402
 from nas.evaluate import norm_layers, recalibrate, score  # noqa: E402
-from nas.training import get_strategy, kl_divergence  # noqa: E402
+from nas.training import backward, get_strategy, kl_divergence  # noqa: E402
 
 TRAIN_TARGET, EVAL_TARGET, SWITCH_TARGET = 1.10, 1.15, 1.00
 RESNET = "resnet (from_model)"
@@ -173,10 +181,12 @@ def _factors_kept():
 
 
 def train_ratio(net, batch: int, repeats: int, device: torch.device, warmup: int = 0,
-                factored: bool = False) -> tuple[float, float, float]:
+                factored: bool = False, same_backward: bool = False) -> tuple[float, float, float]:
     """(supernet sandwich step / the same subnets' dense steps, supernet ms, dense ms), after
     `warmup` untimed training steps of other subnets; `factored`: dense models with every
-    low-rank layer as its two factors (`_factors_kept`)."""
+    low-rank layer as its two factors (`_factors_kept`); `same_backward`: dense steps call
+    `nas.training.backward` as the supernet's do, instead of ``loss.backward()``."""
+    back = backward if same_backward else torch.Tensor.backward
     strategy, distill = _strategy(net)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(batch, *net.input_shape, generator=gen)
@@ -213,11 +223,11 @@ def train_ratio(net, batch: int, repeats: int, device: torch.device, warmup: int
         for p in dense_params[j]:  # listed once, as the supernet's are
             p.grad = None
         out = models[0](x)
-        F.cross_entropy(out, y).backward()
+        back(F.cross_entropy(out, y))
         teacher = out.detach()
         for m in models[1:]:
             student = m(x)
-            (distill(student, teacher) if distill is not None else F.cross_entropy(student, y)).backward()
+            back(distill(student, teacher) if distill is not None else F.cross_entropy(student, y))
 
     # A training run under way: earlier steps (their own subnets, untimed) have made the
     # layers' training slices (`Supernet.sliced_gradients` keeps them per sub-layer).
@@ -288,13 +298,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument("--together", action="store_true",
+                        help="measure every family in this process (by default each runs in a fresh one, as a training run holds one supernet)")
+    parser.add_argument("--rows-only", action="store_true", help=argparse.SUPPRESS)  # a family's process: no header
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    print(f"throughput vs extracted dense models, {device}, {args.threads} thread(s), median over {args.repeats} interleaved rounds")
-    head = f"{'family':<22} {'measure':<16} {'ratio':>7} {'target':>8}  {'supernet ms':>11} {'dense ms':>9}  ok"
-    print(head)
-    print("-" * len(head))
+    if not args.rows_only:
+        where = "all in one process" if args.together else "each family in its own process"
+        print(f"throughput vs extracted dense models, {device}, {args.threads} thread(s), median over {args.repeats} "
+              f"interleaved rounds, {where}")
+        head = f"{'family':<22} {'measure':<16} {'ratio':>7} {'target':>8}  {'supernet ms':>11} {'dense ms':>9}  ok"
+        print(head)
+        print("-" * len(head), flush=True)
+    if len(args.families) > 1 and not args.together:
+        # A family measured after others in one process reads worse (the mlp's train row: 1.12-1.17 after cnn1d
+        # against 1.06-1.08 alone, interleaved runs), whatever the cause; a run trains one supernet per process.
+        missed = False
+        for family in args.families:
+            cmd = [sys.executable, __file__, "--families", family, "--repeats", str(args.repeats), "--eval-configs",
+                   str(args.eval_configs), "--warmup", str(args.warmup), "--device", args.device, "--threads",
+                   str(args.threads), "--rows-only"] + (["--check"] if args.check else [])
+            code = subprocess.run(cmd).returncode
+            if code not in (0, 1):
+                raise SystemExit(f"measuring {family} failed (exit code {code})")
+            missed |= code == 1
+        return 1 if missed else 0
     missed = False
     for family in args.families:
         net, data = resnet_case() if family == RESNET else family_case(family)
@@ -306,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         for batch in sorted({64, default_batch}):
             label = f"train b{batch}" + (" (default)" if batch == default_batch else "")
             rows.append((label, *train_ratio(net, batch, args.repeats, device, args.warmup), TRAIN_TARGET))
+        rows.append((f"train b{default_batch} same bw", *train_ratio(net, default_batch, args.repeats, device, args.warmup,
+                                                                    same_backward=True), None))
         if any(isinstance(m, ElasticLowRankLinear) for m in net.modules()):
             rows.append((f"train b{default_batch} factored", *train_ratio(net, default_batch, args.repeats, device, args.warmup,
                                                                         factored=True), None))
