@@ -1,5 +1,6 @@
 """nas.training: strategies, distillation, checkpoints and resume, determinism, regression."""
 
+import logging
 import math
 
 import numpy as np
@@ -255,6 +256,16 @@ def test_backward_gives_loss_backwards_gradients_and_its_errors():
         run((layer(x) ** 2).mean())  # accumulates, as a second subnet's pass does
         grads.append([p.grad.clone() for p in layer.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*grads))
+    engine_log = logging.getLogger("torch.autograd.graph")
+    level = engine_log.level
+    engine_log.setLevel(logging.DEBUG)  # the engine's logging hooks wanted: backward goes through torch's own call
+    try:
+        layer.zero_grad(set_to_none=True)
+        backward(nn.functional.cross_entropy(layer(x), torch.tensor([0, 1, 2, 0, 1])))
+        backward((layer(x) ** 2).mean())
+    finally:
+        engine_log.setLevel(level)
+    assert all(torch.equal(a, p.grad) for a, p in zip(grads[0], layer.parameters()))
     for bad in (layer(x), torch.ones(()), torch.ones((), dtype=torch.float64).requires_grad_().int()):  # not a scalar; no graph
         errors = []
         for run in (lambda loss: loss.backward(), backward):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -13,6 +14,10 @@ from nas.registry import STRATEGIES, instance_or_built
 
 try:  # what `torch.autograd.backward` calls once it has handled its arguments (logging hooks, context)
     from torch.autograd.graph import _engine_run_backward
+    from torch.autograd.graph import log as _engine_log
+    from torch.autograd.variable import Variable as _Variable
+
+    _ENGINE = _Variable._execution_engine
 except ImportError:  # pragma: no cover - another torch: `Tensor.backward` itself
     _engine_run_backward = None
 
@@ -81,8 +86,9 @@ def backward(loss: torch.Tensor) -> None:
     """``loss.backward()`` for a scalar loss, without `torch.autograd.backward`'s per-call argument handling.
 
     A training step runs one small backward pass per subnet; on a CPU that handling (the
-    tuple conversions, the override checks, making the ones gradient) costs about 25 µs a
-    call, 4-5% of a small model's sandwich step (`bench/throughput.py`). The engine call,
+    tuple conversions, the override checks, making the ones gradient, and on a CPU copying
+    the context for device threads it does not use) costs about 35 µs a call, 6-10% of a
+    small model's sandwich step (`bench/throughput.py`). The engine call,
     and so every gradient, is the one ``loss.backward()`` makes. Anything else (a tensor
     subclass, a non-scalar, one that needs no gradient) goes to ``loss.backward()``, which
     handles or refuses it as usual. The built-in strategies call it; a strategy of your
@@ -98,8 +104,13 @@ def backward(loss: torch.Tensor) -> None:
             or not loss.is_floating_point() or loss.is_nested):
         loss.backward()
         return
-    _engine_run_backward((loss,), (torch.ones_like(loss, memory_format=torch.preserve_format),), False, False, (),
-                         allow_unreachable=True, accumulate_grad=True)
+    ones = (torch.ones_like(loss, memory_format=torch.preserve_format),)
+    if loss.device.type == "cpu" and not _engine_log.isEnabledFor(logging.DEBUG):
+        # On a CPU the engine runs the pass on this thread, which holds the context that `_engine_run_backward`
+        # copies for device threads (~13 us a call), and it has no logging hooks to attach: the engine itself.
+        _ENGINE.run_backward((loss,), ones, False, False, (), allow_unreachable=True, accumulate_grad=True)
+        return
+    _engine_run_backward((loss,), ones, False, False, (), allow_unreachable=True, accumulate_grad=True)
 
 
 def steps_taken(optimizer: torch.optim.Optimizer | None, params: list[nn.Parameter]) -> int:
