@@ -15,7 +15,7 @@ same configs, on one CPU thread (or ``--device cuda``):
   has one, on a step that dispatch dominates; the gap between the two rows is that share.
   The supernet's strategies run each backward pass through `nas.training.backward` (the
   engine call of ``loss.backward()`` without `torch.autograd.backward`'s argument handling,
-  ~25 us a call on a CPU); the dense steps call ``loss.backward()``, as a training loop
+  ~35 us a call on a CPU); the dense steps call ``loss.backward()``, as a training loop
   does. Every family also gets a **train ... same bw** row, no target: the dense steps call
   `nas.training.backward` too, so it shows what slicing, sampling and switching cost alone.
 - **eval**: `nas.evaluate` of ``--eval-configs`` configs in a row (BatchNorm
