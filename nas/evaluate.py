@@ -95,7 +95,7 @@ def evaluate(
     target = torch.device(device) if device is not None else home
     results: list[Evaluation] = []
     modules = list(net.modules())
-    norms = [m for m in modules if _keeps_statistics(m)]
+    norms = norm_layers(net, modules)
     with preserved(net, norms, modules):
         if target != home:
             net.to(target)
@@ -192,9 +192,9 @@ def _as_dict(config: Any) -> dict[str, Any]:
 
 
 # -- BatchNorm recalibration ---------------------------------------------------------------
-def norm_layers(net: nn.Module) -> list[nn.Module]:
-    """Layers that keep running statistics (BatchNorm and elastic BatchNorm)."""
-    return [m for m in net.modules() if _keeps_statistics(m)]
+def norm_layers(net: nn.Module, modules: Sequence[nn.Module] | None = None) -> list[nn.Module]:
+    """Layers that keep running statistics (BatchNorm and elastic BatchNorm); `modules`: ``list(net.modules())``, when known."""
+    return [m for m in (net.modules() if modules is None else modules) if _keeps_statistics(m)]
 
 
 def _keeps_statistics(m: nn.Module) -> bool:

@@ -177,12 +177,7 @@ class ElasticLowRankLinear(ElasticModule):
         i = x.shape[-1]
         if torch.is_grad_enabled():  # training: the two sliced factors (training the merged product
             # changes float rounding, and a whole run's trajectory with it)
-            sink = self._sink
-            if sink is None:
-                first, second, bias = self._slices(i)
-            else:  # `_cached`'s way: kept leaves, or `_leaves` makes them
-                slices = self._leaf_views.get(((i, self.cutoff), self._key))
-                first, second, bias = sink.use(slices) if slices else self._leaves((i, self.cutoff), lambda: self._slices(i))
+            first, second, bias = self._cached((i, self.cutoff), lambda: self._slices(i))
         else:  # `_cached`'s lookup, inlined on this per-forward path (no closure); the product is a copy,
             key = (i, self.cutoff, self.U._version, self.V._version)  # so it is keyed by the weights' versions
             views = self._views.get(key)

@@ -86,9 +86,9 @@ def backward(loss: torch.Tensor) -> None:
     """``loss.backward()`` for a scalar loss, without `torch.autograd.backward`'s per-call argument handling.
 
     A training step runs one small backward pass per subnet; on a CPU that handling (the
-    tuple conversions, the override checks, making the ones gradient, and on a CPU copying
-    the context for device threads it does not use) costs about 35 µs a call, 6-10% of a
-    small model's sandwich step (`bench/throughput.py`). The engine call,
+    tuple conversions, the override checks, making the ones gradient, copying the context
+    for device threads a CPU pass does not use) costs about 35 µs a call, 6-10% of a small
+    model's sandwich step (`bench/throughput.py`). The engine call,
     and so every gradient, is the one ``loss.backward()`` makes. Anything else (a tensor
     subclass, a non-scalar, one that needs no gradient) goes to ``loss.backward()``, which
     handles or refuses it as usual. The built-in strategies call it; a strategy of your
