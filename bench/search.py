@@ -50,7 +50,7 @@ import numpy as np  # noqa: E402
 import nas  # noqa: E402
 import search_spaces  # noqa: E402
 from nas.backends import Backend  # noqa: E402
-from nas.data import mnist1d  # noqa: E402
+from nas.data import _output_shape, mnist1d  # noqa: E402
 from nas.evaluate import evaluate  # noqa: E402
 from nas.pareto import hypervolume, parse_objectives  # noqa: E402
 from nas.training import train_supernet  # noqa: E402
@@ -165,8 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     accs = np.array([e.metrics["accuracy"] for e in everything])
     params = np.array([e.metrics["params"] for e in everything])
     reference = {"accuracy": float(accs.min()), "params": float(max(params.max(), net.cost(net.largest())["params"]))}
-    with torch.no_grad():
-        chance = 1 / net.eval()(net.example_input()).shape[-1]  # one over the classes
+    chance = 1 / _output_shape(net)[-1]  # one over the classes
     if accs.max() <= 2 * chance:  # a supernet that did not train: every searcher would score noise
         sys.exit(f"the supernet did not train: its best subnet scores {accs.max():.3f} (chance {chance:.3f}); "
                  "change --epochs/--lr")
